@@ -1,0 +1,41 @@
+"""Tasks: prompt format, step splitting, answer extraction and grading.
+
+Every stage (labelling, training, search) talks to a task through the small `Task` protocol, so the
+same code runs on the toy `arith` world and on real math.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every task provides. `make_prompt` returns the user turn; chat templates wrap it."""
+
+    name: str
+    step_delimiter: str
+
+    def make_prompt(self, problem: dict) -> str: ...
+
+    def split_steps(self, text: str) -> list[str]: ...
+
+    def join_steps(self, steps: list[str]) -> str: ...
+
+    def extract_answer(self, text: str) -> str | None: ...
+
+    def check_answer(self, answer: str, gold: str) -> bool: ...
+
+    def grade(self, text: str, gold: str) -> bool: ...
+
+
+def get_task(name: str) -> Task:
+    """Return the task registered under `name` (e.g. ``"arith"``)."""
+    if name == "arith":
+        from ponder.inference.tasks.arith import ArithTask
+
+        return ArithTask()
+    raise ValueError(f"unknown task {name!r}; known tasks: 'arith'")
+
+
+__all__ = ["Task", "get_task"]

@@ -1,0 +1,32 @@
+"""The `ponder` command: one subcommand per stage, each also runnable as `python -m ponder.training.<stage>`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+STAGES = {
+    "policy": ("ponder.training.policy", "train a toy policy from scratch (toy world)"),
+    "pipeline": ("ponder.training.pipeline", "run a recipe folder's stages in order, resuming finished ones"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: ponder <command> [--config FILE] [--key value ...]", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in STAGES.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    if argv[0] not in STAGES:
+        sys.exit(f"ponder: unknown command {argv[0]!r}\n\n{usage()}")
+    module = importlib.import_module(STAGES[argv[0]][0])
+    module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Writing stage outputs: atomic JSON/YAML files and the `ponder.json` checkpoint metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ponder.training.configs import config_to_dict
+
+METADATA_FILE = "ponder.json"
+RECIPE_FILE = "recipe.yaml"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_checkpoint_metadata(output_dir: str | os.PathLike, metadata: dict, *configs: Any) -> None:
+    """Write `ponder.json` (how to use the checkpoint) and `recipe.yaml` (the config that made it)."""
+    write_json_atomic(Path(output_dir) / METADATA_FILE, metadata)
+    recipe = config_to_dict(*configs)
+    write_text_atomic(Path(output_dir) / RECIPE_FILE, yaml.safe_dump(recipe, sort_keys=True))

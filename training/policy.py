@@ -1,0 +1,203 @@
+"""Policy stage (toy world): train a tiny causal LM from scratch on generated `arith` solutions.
+
+    ponder policy --config recipes/toy/policy.yaml
+    accelerate launch -m ponder.training.policy --config recipes/toy/policy.yaml
+
+Fresh random training problems every step (never from the test split), loss on the solution only,
+training until a loss target, a step cap or a time cap. Afterwards the policy is sampled on
+held-out problems of every level and `eval.json` is written into the checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import IterableDataset
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from ponder.inference.tasks.arith import LEVELS, ArithTask, in_test_split, sample_problem
+from ponder.training.configs import parse_config
+from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
+from ponder.training.policy_eval import evaluate_policy
+from ponder.training.toy import build_model, build_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PolicyConfig:
+    """Model shape, stopping rule and evaluation of the toy policy (training keys: `TrainingArguments`)."""
+
+    task: str = "arith"
+    levels: list[int] = field(default_factory=lambda: sorted(LEVELS))
+    hidden_size: int = 128
+    num_layers: int = 3
+    num_heads: int = 4
+    intermediate_size: int = 256
+    max_position_embeddings: int = 1024
+    loss_target: float = 0.0
+    max_train_minutes: float = 0.0
+    length_grouping: int = 8
+    eval_problems_per_level: int = 200
+    eval_samples: int = 16
+    eval_temperature: float = 0.8
+    eval_top_p: float = 1.0
+    eval_max_new_tokens: int = 192
+    eval_seed: int = 1234
+
+
+class SolutionStream(IterableDataset):
+    """An endless stream of tokenized (prompt, reference solution) pairs, loss on the solution only.
+
+    Examples are drawn `group` batches at a time and sorted by length before batching, so that a
+    batch holds sequences of similar length and little padding.
+    """
+
+    def __init__(self, tokenizer, levels: list[int], seed: int, batch_size: int, group: int):
+        self.task = ArithTask()
+        self.tokenizer = tokenizer
+        self.levels = levels
+        self.seed = seed
+        self.batch_size = batch_size
+        self.group = max(1, group)
+
+    def example(self, rng: random.Random) -> dict:
+        while True:
+            problem = sample_problem(rng, LEVELS[rng.choice(self.levels)])
+            if not in_test_split(problem):
+                break
+        prompt = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": problem}], tokenize=False, add_generation_prompt=True
+        )
+        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        solution = self.task.reference_solution({"problem": problem})
+        solution_ids = self.tokenizer(solution, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        return {"input_ids": prompt_ids + solution_ids, "labels": [-100] * len(prompt_ids) + solution_ids}
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        rng = random.Random(f"policy-stream:{self.seed}:{worker.id if worker else 0}")
+        while True:
+            examples = sorted((self.example(rng) for _ in range(self.batch_size * self.group)), key=lambda e: len(e["input_ids"]))
+            batches = [examples[i : i + self.batch_size] for i in range(0, len(examples), self.batch_size)]
+            rng.shuffle(batches)
+            for batch in batches:
+                yield from batch
+
+
+class PadCollator:
+    """Right-pads `input_ids` (pad id) and `labels` (-100) to the longest row of the batch."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict]) -> dict:
+        width = max(len(r["input_ids"]) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            input_ids[i, :n] = torch.tensor(row["input_ids"])
+            labels[i, :n] = torch.tensor(row["labels"])
+            attention[i, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+class StopRule(TrainerCallback):
+    """Stops training once the logged loss falls below `loss_target` or `max_minutes` have passed."""
+
+    def __init__(self, loss_target: float, max_minutes: float):
+        self.loss_target = loss_target
+        self.max_minutes = max_minutes
+        self.start = time.monotonic()
+        self.reason = "max_steps"
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if self.loss_target > 0 and loss is not None and loss < self.loss_target:
+            self.reason = f"loss {loss:.4f} < target {self.loss_target}"
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.max_minutes > 0 and time.monotonic() - self.start > 60 * self.max_minutes:
+            self.reason = f"time cap of {self.max_minutes} minutes"
+            control.should_training_stop = True
+
+
+def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
+    """Train, save and evaluate a policy; returns the evaluation record written to `eval.json`."""
+    if config.task != "arith":
+        raise ValueError(f"task: the policy stage trains toy policies only ('arith'), got {config.task!r}")
+    unknown = sorted(set(config.levels) - set(LEVELS))
+    if unknown:
+        raise ValueError(f"levels: unknown arith level(s) {unknown}; levels are {sorted(LEVELS)}")
+    set_seed(args.seed)
+    tokenizer = build_tokenizer(model_max_length=config.max_position_embeddings)
+    model = build_model(
+        tokenizer,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_position_embeddings,
+        seed=args.seed,
+    )
+    logger.info("policy: %.2f M parameters", model.num_parameters() / 1e6)
+    stream = SolutionStream(tokenizer, config.levels, args.seed, args.per_device_train_batch_size, config.length_grouping)
+    stop_rule = StopRule(config.loss_target, config.max_train_minutes)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=stream,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[stop_rule],
+    )
+    start = time.monotonic()
+    result = trainer.train()
+    train_seconds = time.monotonic() - start
+    trainer.save_model(args.output_dir)
+    if not trainer.is_world_process_zero():
+        return {}
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    tokens = trainer.state.num_input_tokens_seen
+    training = {
+        "steps": trainer.state.global_step,
+        "stopped_by": stop_rule.reason,
+        "train_seconds": round(train_seconds, 1),
+        "final_logged_loss": losses[-1] if losses else None,
+        "mean_train_loss": result.training_loss,
+        "tokens_seen": tokens,
+        "tokens_per_second": round(tokens / train_seconds) if tokens else None,
+        "parameters": model.num_parameters(),
+    }
+    write_checkpoint_metadata(
+        args.output_dir,
+        {"kind": "policy", "task": config.task, "step_delimiter": ArithTask.step_delimiter, "prompt": "chat_template"},
+        config,
+        args,
+    )
+    model.config.use_cache = True
+    record = evaluate_policy(model, tokenizer, ArithTask(), config) | {"training": training}
+    write_json_atomic(Path(args.output_dir) / "eval.json", record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config, args = parse_config((PolicyConfig, TrainingArguments), argv)
+    record = train_policy(config, args)
+    if record:
+        logger.info("pass@1 per level: %s", record["pass_at_1"])
+        logger.info("wrote %s/eval.json", args.output_dir)
+    return record
+
+
+if __name__ == "__main__":
+    main()
