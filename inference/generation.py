@@ -142,7 +142,12 @@ class HFGenerator:
             if finished.any():
                 keep = (~finished).nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
-                alive, chosen, attention, next_position = alive[keep], chosen[keep], attention[keep], next_position[keep]
+                alive, chosen, attention, next_position = (
+                    alive[keep],
+                    chosen[keep],
+                    attention[keep],
+                    next_position[keep],
+                )
             attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
             out = self.model(
                 input_ids=chosen[:, None],
@@ -180,4 +185,3 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator) -
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
-

@@ -7,46 +7,47 @@ from ponder.inference.tasks.arith import LEVELS, StepError, diagnose, in_test_sp
 
 task = get_task("arith")
 PROBLEM = {"problem": "37+48-19+26", "answer": "92"}
-GOOD = "85-19+26\n66+26\nAnswer: 92"
+GOOD = "37+48=85\n37+48-19=66\n37+48-19+26=92\nAnswer: 92"
 
 
 def test_reference_solution_is_canonical_and_correct():
     assert task.reference_solution(PROBLEM) == GOOD
     assert task.grade(GOOD, "92")
     assert task.first_wrong_step(PROBLEM, GOOD) is None
-    assert task.split_steps(GOOD) == ["85-19+26", "66+26", "Answer: 92"]
+    assert task.split_steps(GOOD) == ["37+48=85", "37+48-19=66", "37+48-19+26=92", "Answer: 92"]
     assert task.join_steps(task.split_steps(GOOD)) == GOOD
 
 
 def test_negative_running_values():
     steps = reference_steps("5-9-3")
-    assert steps == ["-4-3", "Answer: -7"]
+    assert steps == ["5-9=-4", "5-9-3=-7", "Answer: -7"]
     assert diagnose("5-9-3", "\n".join(steps)) is None
-    assert diagnose("5-9-3", "4-3\nAnswer: 1") == StepError(0, "arithmetic")
+    assert diagnose("5-9-3", "5-9=4\n5-9-3=1\nAnswer: 1") == StepError(0, "arithmetic")
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("84-19+26\n65+26\nAnswer: 91", StepError(0, "arithmetic")),  # off by one, carried on
-        ("86-19+26\n66+26\nAnswer: 92", StepError(0, "arithmetic")),  # slip, then recovers
-        ("85-19+26\n67+26\nAnswer: 93", StepError(1, "arithmetic")),
-        ("85-19+26\n66+26\nAnswer: 102", StepError(2, "arithmetic")),
-        ("85-19+26\n66+26\nAnswer: -92", StepError(2, "arithmetic")),
-        ("85+19+26\n104+26\nAnswer: 130", StepError(0, "copy")),  # wrong operator copied
-        ("85-19+62\n66+62\nAnswer: 128", StepError(0, "copy")),  # wrong operand copied
-        ("85-19\nAnswer: 66", StepError(0, "copy")),  # dropped an operation
-        ("85-19+26+1\n66+26+1", StepError(0, "copy")),  # invented an operation
-        ("85-19+26\nAnswer: 92", StepError(1, "early_answer")),
-        ("85-19+26\n66+26\nAnswer: 92\n1+1", StepError(3, "extra")),
-        ("85-19+26\n\nAnswer: 92", StepError(1, "format")),  # empty step
-        ("085-19+26", StepError(0, "format")),  # leading zero
-        ("85 - 19 + 26", StepError(0, "format")),
-        ("85-19+26\n66+26\nAnswer 92", StepError(2, "format")),
-        ("85-19+26\n66+26\n92", StepError(2, "format")),
+        ("37+48=84\n37+48-19=65\n37+48-19+26=91\nAnswer: 91", StepError(0, "arithmetic")),  # off by one
+        ("37+48=86\n37+48-19=66\n37+48-19+26=92\nAnswer: 92", StepError(0, "arithmetic")),  # slip, recovers
+        ("37+48=85\n37+48-19=67\n37+48-19+26=93\nAnswer: 93", StepError(1, "arithmetic")),
+        ("37+48=85\n37+48-19=66\n37+48-19+26=102\nAnswer: 102", StepError(2, "arithmetic")),
+        ("37+48=85\n37+48-19=66\n37+48-19+26=-92\nAnswer: -92", StepError(2, "arithmetic")),
+        ("37+48=85\n37+48-19=66\n37+48-19+26=92\nAnswer: 93", StepError(3, "answer")),
+        ("37+48=85\n37+48+19=104\n37+48+19+26=130\nAnswer: 130", StepError(1, "copy")),  # wrong operator
+        ("37+48=85\n37+48-91=-6\n37+48-91+26=20\nAnswer: 20", StepError(1, "copy")),  # wrong operand
+        ("37+48=85\n37+48-19+26=92\nAnswer: 92", StepError(1, "copy")),  # two operations at once
+        ("37+48=85\n37+48=85", StepError(1, "copy")),  # repeated step
+        ("37+48=85\n37+48-19=66\nAnswer: 66", StepError(2, "early_answer")),
+        ("37+48=85\n37+48-19=66\n37+48-19+26=92\nAnswer: 92\n1+1=2", StepError(4, "extra")),
+        ("37+48=85\n\n37+48-19=66", StepError(1, "format")),  # empty step
+        ("37+48=085", StepError(0, "format")),  # leading zero
+        ("37 + 48 = 85", StepError(0, "format")),
+        ("37+48=85\n37+48-19=66\n37+48-19+26=92\nAnswer 92", StepError(3, "format")),
+        ("37+48=85\n37+48-19=66\n37+48-19+26=92\n92", StepError(3, "format")),
         ("@@#\x00garbage", StepError(0, "format")),
-        ("8\u0665-19+26", StepError(0, "format")),  # non-ASCII digit
-        ("37+48=85", StepError(0, "format")),
+        ("37+48=8\u0665", StepError(0, "format")),  # non-ASCII digit
+        ("1+1=2", StepError(0, "copy")),
     ],
 )
 def test_oracle_finds_first_wrong_step(text, expected):
@@ -55,17 +56,18 @@ def test_oracle_finds_first_wrong_step(text, expected):
 
 
 def test_correct_prefixes_have_no_wrong_step_but_do_not_grade():
-    for prefix in ["", "85-19+26", "85-19+26\n", "85-19+26\n66+26"]:
+    for prefix in ["", "37+48=85", "37+48=85\n", "37+48=85\n37+48-19=66\n37+48-19+26=92"]:
         assert task.first_wrong_step(PROBLEM, prefix) is None
         assert not task.grade(prefix, "92")
 
 
 def test_negative_zero_is_wrong():
-    assert diagnose("5-5+1", "-0+1\nAnswer: 1") == StepError(0, "arithmetic")
+    assert diagnose("5-5+1", "5-5=-0\n5-5+1=1\nAnswer: 1") == StepError(0, "arithmetic")
 
 
 def test_step_located_kinds():
     assert StepError(0, "arithmetic").step_located and StepError(3, "copy").step_located
+    assert StepError(3, "answer").step_located
     assert not StepError(0, "format").step_located and not StepError(4, "extra").step_located
 
 

@@ -47,7 +47,7 @@ class PolicyConfig:
     eval_samples: int = 16
     eval_temperature: float = 0.8
     eval_top_p: float = 1.0
-    eval_max_new_tokens: int = 192
+    eval_max_new_tokens: int = 320
     eval_seed: int = 1234
 
 
@@ -83,7 +83,9 @@ class SolutionStream(IterableDataset):
         worker = torch.utils.data.get_worker_info()
         rng = random.Random(f"policy-stream:{self.seed}:{worker.id if worker else 0}")
         while True:
-            examples = sorted((self.example(rng) for _ in range(self.batch_size * self.group)), key=lambda e: len(e["input_ids"]))
+            examples = sorted(
+                (self.example(rng) for _ in range(self.batch_size * self.group)), key=lambda e: len(e["input_ids"])
+            )
             batches = [examples[i : i + self.batch_size] for i in range(0, len(examples), self.batch_size)]
             rng.shuffle(batches)
             for batch in batches:
@@ -149,7 +151,9 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
         seed=args.seed,
     )
     logger.info("policy: %.2f M parameters", model.num_parameters() / 1e6)
-    stream = SolutionStream(tokenizer, config.levels, args.seed, args.per_device_train_batch_size, config.length_grouping)
+    stream = SolutionStream(
+        tokenizer, config.levels, args.seed, args.per_device_train_batch_size, config.length_grouping
+    )
     stop_rule = StopRule(config.loss_target, config.max_train_minutes)
     trainer = Trainer(
         model=model,
@@ -165,17 +169,18 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
     trainer.save_model(args.output_dir)
     if not trainer.is_world_process_zero():
         return {}
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    loss_curve = [[entry["step"], round(entry["loss"], 4)] for entry in trainer.state.log_history if "loss" in entry]
     tokens = trainer.state.num_input_tokens_seen
     training = {
         "steps": trainer.state.global_step,
         "stopped_by": stop_rule.reason,
         "train_seconds": round(train_seconds, 1),
-        "final_logged_loss": losses[-1] if losses else None,
+        "final_logged_loss": loss_curve[-1][1] if loss_curve else None,
         "mean_train_loss": result.training_loss,
         "tokens_seen": tokens,
         "tokens_per_second": round(tokens / train_seconds) if tokens else None,
         "parameters": model.num_parameters(),
+        "loss_curve": loss_curve,
     }
     write_checkpoint_metadata(
         args.output_dir,

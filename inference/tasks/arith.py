@@ -1,18 +1,19 @@
 """The `arith` toy world: multi-step integer arithmetic with an oracle step checker.
 
-A problem is a chain of additions and subtractions, ``"37+48-19+26"``. A solution rewrites the
-expression one operation per line, computing the leading operation and copying the rest, and the
-last operation gives the answer line::
+A problem is a chain of additions and subtractions, ``"37+48-19+26"``. Each step writes the
+problem's prefix one operation longer with its value, and the answer line ends the solution::
 
-    85-19+26
-    66+26
+    37+48=85
+    37+48-19=66
+    37+48-19+26=92
     Answer: 92
 
 Difficulty grows with the number of operands and their digits (`LEVELS`). Because every step's
 ground truth is known, `diagnose` locates the first wrong step of any text: the oracle against which
-labels, verifiers and search are measured. A step depends only on the line before it; checking it
-needs every digit of the written result at once, while producing it left to right needs the carries
-before they are written, so the policy's errors are step-local slips that a verifier can re-check.
+labels, verifiers and search are measured. A step is a copy aligned with the line above plus one
+operation: checking it needs the previous value, the new operand and every digit of the written
+result at once, while producing it left to right needs the carries before they are written, so the
+policy's errors are step-local slips that a verifier can re-check.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ LEVELS: dict[int, Level] = {
 }
 
 _NUMBER = r"-?(?:0|[1-9][0-9]*)"
-_STEP_RE = re.compile(rf"^({_NUMBER})((?:[+-][1-9][0-9]*)+)$")
+_STEP_RE = re.compile(rf"^([0-9+-]+)=({_NUMBER})$")
 _ANSWER_RE = re.compile(rf"^{ANSWER_PREFIX}({_NUMBER})$")
 _ANSWER_SEARCH_RE = re.compile(rf"^{ANSWER_PREFIX}({_NUMBER})$", re.MULTILINE)
 _PROBLEM_RE = re.compile(r"^[1-9][0-9]*(?:[+-][1-9][0-9]*)+$")
@@ -56,9 +57,10 @@ _PROBLEM_RE = re.compile(r"^[1-9][0-9]*(?:[+-][1-9][0-9]*)+$")
 class StepError:
     """Where and how a solution first goes wrong.
 
-    kind is one of: ``arithmetic`` (well-formed step whose computed number is wrong), ``copy`` (the
-    rest of the expression is not copied exactly), ``early_answer`` (answer line before the last
-    operation), ``format`` (unparsable step), ``extra`` (anything after the answer line).
+    kind is one of: ``arithmetic`` (well-formed step whose value is wrong), ``copy`` (the expression
+    is not the problem's prefix one operation longer), ``answer`` (answer line disagrees with the
+    last value), ``early_answer`` (answer line before the last operation), ``format`` (unparsable
+    step), ``extra`` (anything after the answer line).
     """
 
     index: int
@@ -67,7 +69,7 @@ class StepError:
     @property
     def step_located(self) -> bool:
         """True for a slip on a specific well-formed step, as opposed to format garbage."""
-        return self.kind in ("arithmetic", "copy")
+        return self.kind in ("arithmetic", "copy", "answer")
 
 
 def parse_problem(problem: str) -> tuple[int, list[tuple[str, int]]]:
@@ -84,18 +86,18 @@ def _apply(value: int, op: str, operand: int) -> int:
     return value + operand if op == "+" else value - operand
 
 
-def _rest(ops: list[tuple[str, int]]) -> str:
-    return "".join(f"{op}{operand}" for op, operand in ops)
+def _expression(first: int, ops: list[tuple[str, int]]) -> str:
+    return str(first) + "".join(f"{op}{operand}" for op, operand in ops)
 
 
 def reference_steps(problem: str) -> list[str]:
     """The correct solution of `problem` as a list of steps (the answer line last)."""
-    value, ops = parse_problem(problem)
-    steps = []
+    first, ops = parse_problem(problem)
+    value, steps = first, []
     for index, (op, operand) in enumerate(ops):
         value = _apply(value, op, operand)
-        steps.append(f"{value}{_rest(ops[index + 1 :])}")
-    steps[-1] = f"{ANSWER_PREFIX}{value}"
+        steps.append(f"{_expression(first, ops[: index + 1])}={value}")
+    steps.append(f"{ANSWER_PREFIX}{value}")
     return steps
 
 
@@ -106,27 +108,28 @@ def diagnose(problem: str, text: str) -> StepError | None:
     search can score partial solutions with it); `grade` decides whether a solution is finished and
     right.
     """
-    value, ops = parse_problem(problem)
-    last = len(ops) - 1
+    first, ops = parse_problem(problem)
+    value = first
     for index, step in enumerate(split_steps(text)):
-        if index > last:
-            return StepError(index, "extra")
-        value = _apply(value, *ops[index])
-        if index < last:
+        if index < len(ops):
             match = _STEP_RE.match(step)
             if match is None:
                 kind = "early_answer" if step.startswith(ANSWER_PREFIX.strip()) else "format"
                 return StepError(index, kind)
-            head, rest = match.groups()
-        else:
+            expression, result = match.groups()
+            if expression != _expression(first, ops[: index + 1]):
+                return StepError(index, "copy")
+            value = _apply(value, *ops[index])
+            if int(result) != value or result == "-0":
+                return StepError(index, "arithmetic")
+        elif index == len(ops):
             match = _ANSWER_RE.match(step)
             if match is None:
                 return StepError(index, "format")
-            head, rest = match.group(1), ""
-        if int(head) != value or head == "-0":
-            return StepError(index, "arithmetic")
-        if rest != _rest(ops[index + 1 :]):
-            return StepError(index, "copy")
+            if int(match.group(1)) != value or match.group(1) == "-0":
+                return StepError(index, "answer")
+        else:
+            return StepError(index, "extra")
     return None
 
 

@@ -1,0 +1,86 @@
+"""HF generation backend: matches transformers' own greedy decoding, stops, counts tokens."""
+
+import pytest
+import torch
+
+from ponder.inference.generation import HFGenerator, SamplingParams, chat_prompt
+from ponder.inference.metrics import majority_answer, pass_at_k
+from ponder.training.toy import build_model, build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def toy():
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=3)
+    return model.eval(), tokenizer
+
+
+def test_greedy_matches_transformers_generate_with_left_padding(toy):
+    model, tokenizer = toy
+    prompts = [chat_prompt(tokenizer, q) for q in ["1+2+3", "37+48-19+26", "5-9"]]
+    ours = HFGenerator(model, tokenizer).generate(prompts, SamplingParams(temperature=0, max_new_tokens=12))
+    for prompt, (completion,) in zip(prompts, ours):
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+        reference = model.generate(**ids, do_sample=False, max_new_tokens=12, eos_token_id=tokenizer.eos_token_id)
+        new = reference[0, ids["input_ids"].shape[1] :].tolist()
+        if tokenizer.eos_token_id in new:
+            new = new[: new.index(tokenizer.eos_token_id)]
+        assert completion.text == tokenizer.decode(new)
+
+
+def test_shared_prompt_cache_gives_the_same_samples_as_repeated_prompts(toy):
+    model, tokenizer = toy
+    prompt = chat_prompt(tokenizer, "12+34-5")
+    generator = HFGenerator(model, tokenizer)
+    shared = generator.generate([prompt], SamplingParams(n=4, temperature=0, max_new_tokens=10))[0]
+    single = generator.generate([prompt], SamplingParams(n=1, temperature=0, max_new_tokens=10))[0][0]
+    assert [c.text for c in shared] == [single.text] * 4
+
+
+def test_sampling_is_seeded_and_counts_tokens(toy):
+    model, tokenizer = toy
+    prompts = [chat_prompt(tokenizer, q) for q in ["1+2+3", "4-5+6"]]
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=15, seed=11)
+    generator = HFGenerator(model, tokenizer, max_batch_sequences=3)  # forces one prompt per batch
+    first = generator.generate(prompts, params)
+    second = HFGenerator(model, tokenizer, max_batch_sequences=3).generate(prompts, params)
+    assert [[c.text for c in row] for row in first] == [[c.text for c in row] for row in second]
+    assert [len(row) for row in first] == [3, 3]
+    assert generator.stats.generated_tokens == sum(c.num_tokens for row in first for c in row)
+    assert generator.stats.sequences == 6
+    for row in first:
+        for completion in row:
+            assert completion.num_tokens <= 15
+            assert completion.finish_reason in ("eos", "length")
+
+
+def test_stop_strings_end_each_sequence_at_its_own_step(toy):
+    model, tokenizer = toy
+    prompts = [chat_prompt(tokenizer, q) for q in ["1+2+3", "4-5+6", "7+8"]]
+    out = HFGenerator(model, tokenizer).generate(
+        prompts, SamplingParams(n=5, temperature=1.5, max_new_tokens=40, stop=("\n",), seed=0)
+    )
+    for row in out:
+        for completion in row:
+            if completion.finish_reason == "stop":
+                assert completion.text.endswith("\n") and completion.text.count("\n") == 1
+            else:
+                assert "\n" not in completion.text
+
+
+def test_top_p_keeps_only_the_nucleus():
+    from ponder.inference.generation import _sample
+
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05]]))
+    generator = torch.Generator().manual_seed(0)
+    draws = {_sample(logits, 1.0, 0.5, generator).item() for _ in range(50)}
+    assert draws == {0}
+
+
+def test_pass_at_k_and_majority():
+    assert pass_at_k(16, 0, 1) == 0.0 and pass_at_k(16, 16, 1) == 1.0
+    assert pass_at_k(16, 4, 1) == pytest.approx(0.25)
+    assert pass_at_k(16, 1, 16) == 1.0
+    assert pass_at_k(4, 2, 2) == pytest.approx(1 - (2 / 4) * (1 / 3))
+    assert majority_answer(["3", None, "4", "3"]) == "3"
+    assert majority_answer([None, None]) is None
