@@ -1,0 +1,30 @@
+"""`ponder.inference` stays light: it imports with the training stack unavailable."""
+
+import subprocess
+import sys
+
+BLOCK_TRAINING_STACK = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"trl", "peft", "deepspeed", "accelerate", "datasets"}:
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+try:
+    import peft  # noqa: F401
+    raise SystemExit("the blocker let peft through")
+except ImportError:
+    pass
+import ponder.inference, ponder.inference.generation, ponder.inference.metrics
+from ponder.inference.tasks import get_task
+task = get_task("arith")
+problem = task.generate(1, 3, seed=0)[0]
+assert task.grade(task.reference_solution(problem), problem["answer"])
+print("ok")
+"""
+
+
+def test_inference_imports_without_the_training_stack():
+    result = subprocess.run([sys.executable, "-c", BLOCK_TRAINING_STACK], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
