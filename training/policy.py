@@ -177,8 +177,8 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
         "train_seconds": round(train_seconds, 1),
         "final_logged_loss": loss_curve[-1][1] if loss_curve else None,
         "mean_train_loss": result.training_loss,
-        "tokens_seen": tokens,
-        "tokens_per_second": round(tokens / train_seconds) if tokens else None,
+        "tokens_seen_with_padding": tokens,
+        "tokens_per_second_with_padding": round(tokens / train_seconds) if tokens else None,
         "parameters": model.num_parameters(),
         "loss_curve": loss_curve,
     }
