@@ -1,13 +1,18 @@
 """Text generation behind one small interface, with generated tokens counted on every call.
 
+A generator has a `tokenizer` and `generate(prompts, params) -> [[Completion] * params.n]`.
+
 `HFGenerator` samples from a transformers causal LM: prompts are batched with left padding, each
 distinct prompt is encoded once and its KV cache repeated for its `n` samples, finished sequences
 leave the batch, and every sequence stops at EOS or at any of the caller's stop strings.
+`VLLMGenerator` is a thin layer over vLLM's `LLM.generate` with prefix caching, used when vLLM is
+installed and a GPU exists (`make_generator` picks).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -41,6 +46,15 @@ class GenerationStats:
     sequences: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+
+
+class Generator(Protocol):
+    """What searches and evaluations need from a generation backend."""
+
+    tokenizer: object
+    stats: GenerationStats
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]: ...
 
 
 def chat_prompt(tokenizer, user_text: str) -> str:
@@ -185,3 +199,63 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator) -
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+class VLLMGenerator:
+    """vLLM behind the same interface: prompts go in as token ids (the chat template already holds
+    BOS), stop strings stay in the text like the HF backend, prefix caching shares prompt KV."""
+
+    def __init__(self, model_path: str, seed: int = 0, **llm_kwargs):
+        from vllm import LLM
+
+        self.llm = LLM(model=str(model_path), enable_prefix_caching=True, seed=seed, **llm_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.stats = GenerationStats()
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        from vllm import SamplingParams as VLLMSamplingParams
+
+        sampling = VLLMSamplingParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None,
+            include_stop_str_in_output=True,
+            seed=params.seed,
+        )
+        encoded = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
+        outputs = self.llm.generate(encoded, sampling, use_tqdm=False)
+        results = [[vllm_completion(o) for o in out.outputs] for out in outputs]
+        self.stats.calls += 1
+        self.stats.sequences += sum(map(len, results))
+        self.stats.generated_tokens += sum(c.num_tokens for r in results for c in r)
+        self.stats.prompt_tokens += sum(len(e["prompt_token_ids"]) for e in encoded)
+        return results
+
+
+def vllm_completion(output) -> Completion:
+    """A vLLM `CompletionOutput` as a `Completion`: a stop string ends with "stop", EOS with "eos"."""
+    stopped = "stop" if isinstance(output.stop_reason, str) else "eos"
+    reason = "length" if output.finish_reason == "length" else stopped
+    return Completion(text=output.text, num_tokens=len(output.token_ids), finish_reason=reason)
+
+
+def vllm_available() -> bool:
+    """True when vLLM is installed and a CUDA GPU is visible."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+def make_generator(model_path: str, backend: str = "auto", device: str | None = None, **kwargs) -> Generator:
+    """A generator for a checkpoint folder: ``"vllm"``, ``"hf"``, or ``"auto"`` (vLLM when available)."""
+    if backend not in ("auto", "hf", "vllm"):
+        raise ValueError(f"unknown generation backend {backend!r}; use 'auto', 'hf' or 'vllm'")
+    if backend == "vllm" or (backend == "auto" and vllm_available()):
+        return VLLMGenerator(model_path, **kwargs)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return HFGenerator(model.to(device), AutoTokenizer.from_pretrained(model_path), **kwargs)

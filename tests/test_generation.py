@@ -1,9 +1,19 @@
 """HF generation backend: matches transformers' own greedy decoding, stops, counts tokens."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from ponder.inference.generation import HFGenerator, SamplingParams, chat_prompt
+from ponder.inference.generation import (
+    Completion,
+    HFGenerator,
+    SamplingParams,
+    chat_prompt,
+    make_generator,
+    vllm_available,
+    vllm_completion,
+)
 from ponder.inference.metrics import majority_answer, pass_at_k
 from ponder.training.toy import build_model, build_tokenizer
 
@@ -84,3 +94,35 @@ def test_pass_at_k_and_majority():
     assert pass_at_k(4, 2, 2) == pytest.approx(1 - (2 / 4) * (1 / 3))
     assert majority_answer(["3", None, "4", "3"]) == "3"
     assert majority_answer([None, None]) is None
+
+
+def test_vllm_outputs_map_to_completions():
+    def output(finish, stop_reason):
+        text = "0001+0002=0003\n"
+        return SimpleNamespace(text=text, token_ids=[5] * 15, finish_reason=finish, stop_reason=stop_reason)
+
+    assert vllm_completion(output("stop", "\n")).finish_reason == "stop"
+    assert vllm_completion(output("stop", None)).finish_reason == "eos"
+    assert vllm_completion(output("length", None)) == Completion("0001+0002=0003\n", 15, "length")
+    with pytest.raises(ValueError, match="unknown generation backend"):
+        make_generator("unused", backend="tgi")
+
+
+def test_make_generator_loads_a_checkpoint_with_the_hf_backend(toy, tmp_path):
+    model, tokenizer = toy
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    generator = make_generator(str(tmp_path), backend="hf")
+    assert isinstance(generator, HFGenerator) and generator.tokenizer.pad_token == tokenizer.pad_token
+
+
+@pytest.mark.skipif(not vllm_available(), reason="vLLM and a CUDA GPU are needed")
+def test_vllm_greedy_matches_hf_greedy(toy, tmp_path):
+    model, tokenizer = toy
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    prompts = [chat_prompt(tokenizer, q) for q in ["0001+0002+0003", "0037+0048-0019"]]
+    params = SamplingParams(n=2, temperature=0, max_new_tokens=12, stop=("\n",))
+    ours = make_generator(str(tmp_path), backend="vllm", gpu_memory_utilization=0.2).generate(prompts, params)
+    reference = HFGenerator(model, tokenizer).generate(prompts, params)
+    assert [[c.text for c in cs] for cs in ours] == [[c.text for c in cs] for cs in reference]

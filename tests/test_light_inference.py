@@ -15,11 +15,15 @@ try:
     raise SystemExit("the blocker let peft through")
 except ImportError:
     pass
-import ponder.inference, ponder.inference.generation, ponder.inference.metrics
+import ponder.inference, ponder.inference.generation, ponder.inference.metrics, ponder.inference.step_format
+from ponder.inference.search import beam_search, best_of_n, dvts, lookahead_search
 from ponder.inference.tasks import get_task
+from ponder.inference.verifiers import OracleVerifier, load_verifier
 task = get_task("arith")
 problem = task.generate(1, 3, seed=0)[0]
 assert task.grade(task.reference_solution(problem), problem["answer"])
+steps = task.split_steps(task.reference_solution(problem))
+assert OracleVerifier(task).score([problem["problem"]], [steps])[0].step_scores == [1.0] * len(steps)
 print("ok")
 """
 

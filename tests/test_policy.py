@@ -2,15 +2,16 @@
 
 import json
 
+import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ponder.training.policy import main
 
 TINY = [
     "--config", "recipes/toy/policy.yaml",
-    "--levels", "1", "2",
+    "--levels", "1", "2", "--train_operands", "2", "4", "--train_digits", "1", "2",
     "--hidden_size", "32", "--num_layers", "2", "--num_heads", "2", "--intermediate_size", "64",
-    "--max_steps", "40", "--logging_steps", "10", "--warmup_steps", "5", "--learning_rate", "3e-3",
+    "--max_steps", "40", "--lr_scheduler_kwargs", '{"num_decay_steps": 10}', "--logging_steps", "10", "--warmup_steps", "5", "--learning_rate", "3e-3",
     "--eval_problems_per_level", "4", "--eval_samples", "4", "--eval_max_new_tokens", "48",
     "--disable_tqdm", "true",
 ]  # fmt: skip
@@ -39,3 +40,10 @@ def test_policy_trains_saves_and_evaluates(tmp_path):
     assert tokenizer.apply_chat_template(
         [{"role": "user", "content": "1+2+3"}], tokenize=False, add_generation_prompt=True
     )
+
+
+def test_bad_training_ranges_are_named(tmp_path):
+    with pytest.raises(ValueError, match="train_operands: give an inclusive range"):
+        main(TINY + ["--train_operands", "5", "3", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="would exceed 4 digits"):
+        main(TINY + ["--train_operands", "2", "20", "--train_digits", "1", "3", "--output_dir", str(tmp_path)])

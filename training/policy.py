@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import IterableDataset
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from ponder.inference.tasks.arith import LEVELS, ArithTask, in_test_split, sample_problem
+from ponder.inference.tasks.arith import LEVELS, NUMBER_WIDTH, ArithTask, Level, in_test_split, sample_problem
 from ponder.training.configs import parse_config
 from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
 from ponder.training.policy_eval import evaluate_policy
@@ -31,10 +31,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PolicyConfig:
-    """Model shape, stopping rule and evaluation of the toy policy (training keys: `TrainingArguments`)."""
+    """Model shape, training problems, stopping rule and evaluation of the toy policy.
+
+    Training problems draw their operand count and digits uniformly from the inclusive ranges
+    `train_operands` and `train_digits`, so every operand position of every length is practised;
+    `levels` are the difficulty levels evaluated. Training keys: `TrainingArguments`.
+    """
 
     task: str = "arith"
     levels: list[int] = field(default_factory=lambda: sorted(LEVELS))
+    train_operands: list[int] = field(default_factory=lambda: [2, 10])
+    train_digits: list[int] = field(default_factory=lambda: [1, 3])
     hidden_size: int = 128
     num_layers: int = 3
     num_heads: int = 4
@@ -58,17 +65,18 @@ class SolutionStream(IterableDataset):
     batch holds sequences of similar length and little padding.
     """
 
-    def __init__(self, tokenizer, levels: list[int], seed: int, batch_size: int, group: int):
+    def __init__(self, tokenizer, operands: list[int], digits: list[int], seed: int, batch_size: int, group: int):
         self.task = ArithTask()
         self.tokenizer = tokenizer
-        self.levels = levels
+        self.operands = operands
+        self.digits = digits
         self.seed = seed
         self.batch_size = batch_size
         self.group = max(1, group)
 
     def example(self, rng: random.Random) -> dict:
         while True:
-            problem = sample_problem(rng, LEVELS[rng.choice(self.levels)])
+            problem = sample_problem(rng, Level(rng.randint(*self.operands), rng.randint(*self.digits)))
             if not in_test_split(problem):
                 break
         prompt = self.tokenizer.apply_chat_template(
@@ -139,6 +147,12 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
     unknown = sorted(set(config.levels) - set(LEVELS))
     if unknown:
         raise ValueError(f"levels: unknown arith level(s) {unknown}; levels are {sorted(LEVELS)}")
+    for key, low in (("train_operands", 2), ("train_digits", 1)):
+        bounds = getattr(config, key)
+        if len(bounds) != 2 or not low <= bounds[0] <= bounds[1]:
+            raise ValueError(f"{key}: give an inclusive range [low, high] with {low} <= low <= high, got {bounds}")
+    if len(str(config.train_operands[1] * (10 ** config.train_digits[1] - 1))) > NUMBER_WIDTH:
+        raise ValueError(f"train_operands/train_digits: running values would exceed {NUMBER_WIDTH} digits")
     set_seed(args.seed)
     tokenizer = build_tokenizer(model_max_length=config.max_position_embeddings)
     model = build_model(
@@ -152,7 +166,12 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
     )
     logger.info("policy: %.2f M parameters", model.num_parameters() / 1e6)
     stream = SolutionStream(
-        tokenizer, config.levels, args.seed, args.per_device_train_batch_size, config.length_grouping
+        tokenizer,
+        config.train_operands,
+        config.train_digits,
+        args.seed,
+        args.per_device_train_batch_size,
+        config.length_grouping,
     )
     stop_rule = StopRule(config.loss_target, config.max_train_minutes)
     trainer = Trainer(

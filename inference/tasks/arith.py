@@ -1,19 +1,21 @@
 """The `arith` toy world: multi-step integer arithmetic with an oracle step checker.
 
-A problem is a chain of additions and subtractions, ``"37+48-19+26"``. Each step writes the
-problem's prefix one operation longer with its value, and the answer line ends the solution::
+A problem is a chain of additions and subtractions whose running value never drops below zero,
+written with every number zero-padded to four digits, ``"0037+0048-0019+0026"``. Each step applies
+one operation to the running value, and the answer line ends the solution::
 
-    37+48=85
-    37+48-19=66
-    37+48-19+26=92
-    Answer: 92
+    0037+0048=0085
+    0085-0019=0066
+    0066+0026=0092
+    Answer: 0092
 
-Difficulty grows with the number of operands and their digits (`LEVELS`). Because every step's
-ground truth is known, `diagnose` locates the first wrong step of any text: the oracle against which
-labels, verifiers and search are measured. A step is a copy aligned with the line above plus one
-operation: checking it needs the previous value, the new operand and every digit of the written
-result at once, while producing it left to right needs the carries before they are written, so the
-policy's errors are step-local slips that a verifier can re-check.
+Difficulty grows with the number of operands and their digits (`LEVELS`). The fixed width puts
+every digit at a fixed distance from the digits it depends on (the running value one line up, the
+operand), on every level, so a small model learns one digit circuit shared by all levels instead of
+spending its capacity on finding where numbers start; what stays hard is carrying and not slipping
+over many steps. Because every
+step's ground truth is known, `diagnose` locates the first wrong step of any text: the oracle
+against which labels, verifiers and search are measured.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ TEST_SPLIT_MODULUS = 10
 MAX_CONSECUTIVE_MISSES = 20_000  # draws without a new problem before a level counts as exhausted
 
 
+NUMBER_WIDTH = 4  # every number of every level is zero-padded to this many digits
+
+
 @dataclass(frozen=True)
 class Level:
     """A difficulty level: how many operands, and at most how many digits each."""
@@ -38,29 +43,30 @@ class Level:
 
 
 LEVELS: dict[int, Level] = {
-    1: Level(operands=3, digits=1),
+    1: Level(operands=4, digits=1),
     2: Level(operands=3, digits=2),
     3: Level(operands=4, digits=2),
-    4: Level(operands=5, digits=3),
+    4: Level(operands=4, digits=3),
     5: Level(operands=6, digits=3),
-    6: Level(operands=8, digits=3),
+    6: Level(operands=10, digits=3),
 }
+assert all(len(str(spec.operands * (10**spec.digits - 1))) <= NUMBER_WIDTH for spec in LEVELS.values())
 
-_NUMBER = r"-?(?:0|[1-9][0-9]*)"
-_STEP_RE = re.compile(rf"^([0-9+-]+)=({_NUMBER})$")
-_ANSWER_RE = re.compile(rf"^{ANSWER_PREFIX}({_NUMBER})$")
-_ANSWER_SEARCH_RE = re.compile(rf"^{ANSWER_PREFIX}({_NUMBER})$", re.MULTILINE)
-_PROBLEM_RE = re.compile(r"^[1-9][0-9]*(?:[+-][1-9][0-9]*)+$")
+_STEP_RE = re.compile(r"^([0-9]+)([+-])([0-9]+)=([0-9]+)$")
+_ANSWER_RE = re.compile(rf"^{ANSWER_PREFIX}([0-9]+)$")
+_ANSWER_SEARCH_RE = re.compile(rf"^{ANSWER_PREFIX}(-?[0-9]+)$", re.MULTILINE)
+_PROBLEM_RE = re.compile(r"^([0-9]+)(?:[+-][0-9]+)+$")
 
 
 @dataclass(frozen=True)
 class StepError:
     """Where and how a solution first goes wrong.
 
-    kind is one of: ``arithmetic`` (well-formed step whose value is wrong), ``copy`` (the expression
-    is not the problem's prefix one operation longer), ``answer`` (answer line disagrees with the
-    last value), ``early_answer`` (answer line before the last operation), ``format`` (unparsable
-    step), ``extra`` (anything after the answer line).
+    kind is one of: ``arithmetic`` (well-formed step whose value is wrong), ``copy`` (the step does
+    not apply the problem's next operation to the running value), ``answer`` (answer line disagrees
+    with the last value), ``early_answer`` (answer line before the last operation), ``format``
+    (unparsable step or a number not of the problem's width), ``extra`` (anything after the answer
+    line).
     """
 
     index: int
@@ -72,32 +78,41 @@ class StepError:
         return self.kind in ("arithmetic", "copy", "answer")
 
 
-def parse_problem(problem: str) -> tuple[int, list[tuple[str, int]]]:
-    """Split ``"37+48-19"`` into the first operand and ``[("+", 48), ("-", 19)]``."""
-    if not _PROBLEM_RE.match(problem):
+@dataclass(frozen=True)
+class Problem:
+    """A parsed problem: the first operand, the operations, and the width numbers are written in."""
+
+    first: int
+    ops: list[tuple[str, int]]
+    width: int
+
+    def values(self) -> list[int]:
+        """The running value after each operation."""
+        value, values = self.first, []
+        for op, operand in self.ops:
+            value = value + operand if op == "+" else value - operand
+            values.append(value)
+        return values
+
+
+def parse_problem(problem: str) -> Problem:
+    """Parse ``"037+048-019"``: equal-width numbers joined by ``+``/``-``."""
+    match = _PROBLEM_RE.match(problem)
+    numbers = re.findall(r"[0-9]+", problem)
+    if match is None or len({len(n) for n in numbers}) != 1:
         raise ValueError(f"not an arith problem: {problem!r}")
-    tokens = re.findall(r"[+-]|[0-9]+", problem)
-    first = int(tokens[0])
-    ops = [(tokens[i], int(tokens[i + 1])) for i in range(1, len(tokens), 2)]
-    return first, ops
-
-
-def _apply(value: int, op: str, operand: int) -> int:
-    return value + operand if op == "+" else value - operand
-
-
-def _expression(first: int, ops: list[tuple[str, int]]) -> str:
-    return str(first) + "".join(f"{op}{operand}" for op, operand in ops)
+    signs = re.findall(r"[+-]", problem)
+    return Problem(int(numbers[0]), [(s, int(n)) for s, n in zip(signs, numbers[1:])], len(numbers[0]))
 
 
 def reference_steps(problem: str) -> list[str]:
     """The correct solution of `problem` as a list of steps (the answer line last)."""
-    first, ops = parse_problem(problem)
-    value, steps = first, []
-    for index, (op, operand) in enumerate(ops):
-        value = _apply(value, op, operand)
-        steps.append(f"{_expression(first, ops[: index + 1])}={value}")
-    steps.append(f"{ANSWER_PREFIX}{value}")
+    parsed = parse_problem(problem)
+    w, previous, steps = parsed.width, parsed.first, []
+    for (op, operand), value in zip(parsed.ops, parsed.values()):
+        steps.append(f"{previous:0{w}d}{op}{operand:0{w}d}={value:0{w}d}")
+        previous = value
+    steps.append(f"{ANSWER_PREFIX}{previous:0{w}d}")
     return steps
 
 
@@ -108,25 +123,25 @@ def diagnose(problem: str, text: str) -> StepError | None:
     search can score partial solutions with it); `grade` decides whether a solution is finished and
     right.
     """
-    first, ops = parse_problem(problem)
-    value = first
+    parsed = parse_problem(problem)
+    previous, values = parsed.first, parsed.values()
     for index, step in enumerate(split_steps(text)):
-        if index < len(ops):
+        if index < len(parsed.ops):
             match = _STEP_RE.match(step)
-            if match is None:
+            if match is None or any(len(match.group(g)) != parsed.width for g in (1, 3, 4)):
                 kind = "early_answer" if step.startswith(ANSWER_PREFIX.strip()) else "format"
                 return StepError(index, kind)
-            expression, result = match.groups()
-            if expression != _expression(first, ops[: index + 1]):
+            left, op, operand, result = match.groups()
+            if (int(left), op, int(operand)) != (previous, *parsed.ops[index]):
                 return StepError(index, "copy")
-            value = _apply(value, *ops[index])
-            if int(result) != value or result == "-0":
+            previous = values[index]
+            if int(result) != previous:
                 return StepError(index, "arithmetic")
-        elif index == len(ops):
+        elif index == len(parsed.ops):
             match = _ANSWER_RE.match(step)
             if match is None:
                 return StepError(index, "format")
-            if int(match.group(1)) != value or match.group(1) == "-0":
+            if int(match.group(1)) != previous:
                 return StepError(index, "answer")
         else:
             return StepError(index, "extra")
@@ -141,9 +156,9 @@ def split_steps(text: str) -> list[str]:
 
 
 def extract_answer(text: str) -> str | None:
-    """The number on the last ``Answer: N`` line, or None when there is none."""
+    """The number on the last ``Answer: N`` line without its zero padding, or None when there is none."""
     answers = _ANSWER_SEARCH_RE.findall(text)
-    return answers[-1] if answers else None
+    return str(int(answers[-1])) if answers else None
 
 
 def in_test_split(problem: str) -> bool:
@@ -177,18 +192,22 @@ def generate(n: int, level: int, seed: int, split: str = "test") -> list[dict]:
             continue
         misses = 0
         seen.add(problem)
-        answer = reference_steps(problem)[-1][len(ANSWER_PREFIX) :]
+        answer = str(parse_problem(problem).values()[-1])
         row = {"id": f"arith-L{level}-{split}-s{seed}-{len(problems)}", "problem": problem, "answer": answer}
         problems.append(row | {"level": level})
     return problems
 
 
 def sample_problem(rng: random.Random, spec: Level) -> str:
-    """One random problem text of the given level."""
-    high = 10**spec.digits - 1
-    parts = [str(rng.randint(1, high))]
+    """One random problem text of the given level; a subtraction that would go below zero is an addition."""
+    high, w = 10**spec.digits - 1, NUMBER_WIDTH
+    value = rng.randint(1, high)
+    parts = [f"{value:0{w}d}"]
     for _ in range(spec.operands - 1):
-        parts.append(rng.choice("+-") + str(rng.randint(1, high)))
+        operand = rng.randint(1, high)
+        op = "-" if rng.random() < 0.5 and operand <= value else "+"
+        value = value + operand if op == "+" else value - operand
+        parts.append(f"{op}{operand:0{w}d}")
     return "".join(parts)
 
 

@@ -1,0 +1,112 @@
+"""How a (question, steps) pair becomes verifier tokens: the one function training and inference share.
+
+The joined text is tokenized once and each step's scoring position is found by character offsets,
+so the labelled token in training is exactly the scored token at inference (TRL's PRM trainer
+tokenized steps separately and joined them at inference, and the labelled token could move).
+With a step tag (Math-Shepherd's ``ки``) each step is followed by the tag and the score is read at
+the tag, which must be exactly one token in context; without one the score is read at the token
+that holds the step's last character (an empty step is read at the delimiter before it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class StepFormat:
+    """Text layout of a scored solution; stored in a verifier's ``ponder.json``.
+
+    `prompt_template` is ``"chat"`` (the question as a user turn, steps as the assistant's answer)
+    or ``"plain"`` (question, delimiter, steps).
+    """
+
+    step_delimiter: str = "\n"
+    step_tag: str | None = None
+    prompt_template: str = "chat"
+
+    def __post_init__(self):
+        if self.prompt_template not in ("chat", "plain"):
+            raise ValueError(f"prompt_template must be 'chat' or 'plain', got {self.prompt_template!r}")
+        if not self.step_delimiter:
+            raise ValueError("step_delimiter must not be empty")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EncodedSteps:
+    """Token ids of one joined text, the index of each kept step's scoring token, and what was cut."""
+
+    input_ids: list[int]
+    step_positions: list[int]
+    dropped_steps: int
+
+
+class StepTagError(ValueError):
+    """The step tag did not come out as exactly one token where it was placed."""
+
+
+def render(tokenizer, fmt: StepFormat, question: str, steps: list[str]) -> tuple[str, list[int]]:
+    """The joined text and, per step, the character offset one past the character that is scored."""
+    if fmt.prompt_template == "chat":
+        messages = [{"role": "user", "content": question}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = question + fmt.step_delimiter
+    ends = []
+    for step in steps:
+        text += step
+        if fmt.step_tag is not None:
+            text += fmt.step_tag
+        ends.append(len(text))
+        text += fmt.step_delimiter
+    return text, ends
+
+
+def encode_steps(
+    tokenizer, fmt: StepFormat, question: str, steps: list[str], max_length: int | None = None
+) -> EncodedSteps:
+    """Tokenize `question` + `steps` once and locate each step's scoring token.
+
+    Steps that do not fit in `max_length` tokens are dropped from the end and counted; the text is
+    cut after the last kept step.
+    """
+    text, ends = render(tokenizer, fmt, question, steps)
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = encoding["offset_mapping"]
+    positions = []
+    for index, end in enumerate(ends):
+        token = _token_covering(offsets, end - 1)
+        if fmt.step_tag is not None:
+            start = end - len(fmt.step_tag)
+            if token is None or tuple(offsets[token]) != (start, end):
+                raise StepTagError(
+                    f"step tag {fmt.step_tag!r} after step {index} is not one token in context "
+                    f"(tokens there: {tokenizer.convert_ids_to_tokens(_tokens_overlapping(offsets, start, end))})"
+                )
+        elif token is None:
+            raise ValueError(f"step {index}: no token covers its last character")
+        positions.append(token)
+    keep = len(positions)
+    if max_length is not None:
+        while keep and positions[keep - 1] >= max_length:
+            keep -= 1
+    cut = positions[keep - 1] + 1 if keep else min(len(encoding["input_ids"]), max_length or 0)
+    return EncodedSteps(list(encoding["input_ids"][:cut]), positions[:keep], len(steps) - keep)
+
+
+def _token_covering(offsets: list[tuple[int, int]], char: int) -> int | None:
+    """Index of the token whose text covers character `char` (the last one when several do)."""
+    found = None
+    for index, (start, stop) in enumerate(offsets):
+        if start <= char < stop:
+            found = index
+        elif start > char:
+            break
+    return found
+
+
+def _tokens_overlapping(offsets: list[tuple[int, int]], start: int, end: int) -> list[int]:
+    return [i for i, (s, e) in enumerate(offsets) if s < end and e > start]

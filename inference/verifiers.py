@@ -1,0 +1,227 @@
+"""Verifiers: score many (question, steps) pairs in batches and return a score per step.
+
+Kinds, named by the ``kind`` field of a checkpoint's ``ponder.json``:
+
+- ``prm_token_classification``: `AutoModelForTokenClassification`, score read at each step's last
+  token (one logit → sigmoid, two → softmax of class 1);
+- ``prm_causal_lm``: a causal LM that predicts a positive or negative token at a step tag
+  (Math-Shepherd's ``ки`` with ``+``/``-``), score = P(positive) / (P(positive) + P(negative));
+- ``orm``: `AutoModelForSequenceClassification`, one score for the whole solution.
+
+`OracleVerifier` wraps a task's oracle step checker: a perfect PRM for the toy world, so search can
+be tested and measured before any PRM is trained. Every verifier counts the sequences and tokens it
+scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ponder.inference.step_format import StepFormat, encode_steps
+
+METADATA_FILE = "ponder.json"
+AGGREGATIONS = ("last", "min", "prod", "mean")
+VERIFIER_KINDS = ("prm_token_classification", "prm_causal_lm", "orm")
+
+
+def aggregate(step_scores: list[float], how: str) -> float:
+    """One score for a solution from its step scores (`last`, `min`, `prod` or `mean`)."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {how!r}; use one of {AGGREGATIONS}")
+    if not step_scores:
+        return 0.0
+    if how == "last":
+        return step_scores[-1]
+    if how == "min":
+        return min(step_scores)
+    if how == "prod":
+        return math.prod(step_scores)
+    return sum(step_scores) / len(step_scores)
+
+
+@dataclass
+class Scored:
+    """A verifier's output for one solution: scores per step (one for an ORM) and tokens read."""
+
+    step_scores: list[float]
+    num_tokens: int
+
+
+@dataclass
+class VerifierStats:
+    """Running totals over a verifier's lifetime."""
+
+    calls: int = 0
+    sequences: int = 0
+    tokens: int = 0
+
+
+@dataclass
+class OracleVerifier:
+    """A perfect PRM for a task with an oracle: 1 for each step before the first wrong one, then 0."""
+
+    task: object
+    aggregation: str = "last"
+    stats: VerifierStats = field(default_factory=VerifierStats)
+
+    def score(self, questions: list[str], steps: list[list[str]]) -> list[Scored]:
+        results = []
+        for question, solution in zip(questions, steps):
+            wrong = self.task.first_wrong_step({"problem": question}, self.task.join_steps(solution))
+            cut = len(solution) if wrong is None else wrong
+            results.append(Scored([1.0] * cut + [0.0] * (len(solution) - cut), 0))
+        self.stats.calls += 1
+        self.stats.sequences += len(results)
+        return results
+
+
+class HFVerifier:
+    """A trained verifier checkpoint (any of `VERIFIER_KINDS`), scored in length-sorted batches."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        kind: str,
+        step_format: StepFormat,
+        aggregation: str = "last",
+        positive_token: str | None = None,
+        negative_token: str | None = None,
+        max_length: int | None = None,
+        max_batch_tokens: int = 65536,
+    ):
+        if kind not in VERIFIER_KINDS:
+            raise ValueError(f"unknown verifier kind {kind!r}; use one of {VERIFIER_KINDS}")
+        if kind == "prm_causal_lm" and (step_format.step_tag is None or not positive_token or not negative_token):
+            raise ValueError("a prm_causal_lm verifier needs step_tag, positive_token and negative_token")
+        aggregate([], aggregation)  # validates the name
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.step_format = step_format
+        self.aggregation = aggregation
+        self.max_length = max_length
+        self.max_batch_tokens = max_batch_tokens
+        self.stats = VerifierStats()
+        if kind == "prm_causal_lm":
+            self.label_ids = [_single_token_id(tokenizer, t) for t in (negative_token, positive_token)]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def score(self, questions: list[str], steps: list[list[str]]) -> list[Scored]:
+        """Scores for every pair; the model sees pairs in length-sorted, dynamically padded batches."""
+        encoded = [
+            encode_steps(self.tokenizer, self.step_format, q, s, self.max_length) for q, s in zip(questions, steps)
+        ]
+        results: list[Scored | None] = [None] * len(encoded)
+        for batch in _length_batches([len(e.input_ids) for e in encoded], self.max_batch_tokens):
+            for i, scores in zip(batch, self._score_batch([encoded[i] for i in batch])):
+                results[i] = Scored(scores, len(encoded[i].input_ids))
+        self.stats.calls += 1
+        self.stats.sequences += len(encoded)
+        self.stats.tokens += sum(len(e.input_ids) for e in encoded)
+        return results
+
+    @torch.no_grad()
+    def _score_batch(self, batch) -> list[list[float]]:
+        width = max(len(e.input_ids) for e in batch)
+        input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, e in enumerate(batch):
+            input_ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
+            attention[row, : len(e.input_ids)] = 1
+        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
+        logits = logits.float().cpu()
+        if self.kind == "orm":
+            return [[_positive_probability(row)] for row in logits]
+        results = []
+        for row, e in enumerate(batch):
+            at_steps = logits[row, e.step_positions]
+            if self.kind == "prm_causal_lm":
+                at_steps = at_steps[:, self.label_ids]
+            results.append([_positive_probability(x) for x in at_steps])
+        return results
+
+
+def _positive_probability(logits: torch.Tensor) -> float:
+    """P(positive) from one logit (sigmoid) or from [negative, positive] logits (softmax)."""
+    if logits.numel() == 1:
+        return torch.sigmoid(logits).item()
+    if logits.numel() != 2:
+        raise ValueError(f"a verifier head must give 1 or 2 logits, got {logits.numel()}")
+    return torch.softmax(logits, -1)[1].item()
+
+
+def _single_token_id(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"label token {text!r} is {len(ids)} tokens, not one")
+    return ids[0]
+
+
+def _length_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
+    """Indices grouped by similar length so that a batch's padded size stays under the token cap."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches, current = [], []
+    for i in order:
+        if current and (len(current) + 1) * lengths[i] > max_batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def load_verifier(path: str | Path, device: str | None = None, **overrides) -> HFVerifier:
+    """Load a verifier checkpoint; its ``ponder.json`` says how it scores, `overrides` replace fields.
+
+    Third-party checkpoints without ``ponder.json`` load when the fields are passed as overrides
+    (e.g. ``kind="prm_causal_lm", step_tag=" ки", positive_token="+", negative_token="-"``).
+    """
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
+
+    metadata_path = Path(path) / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
+    metadata.update(overrides)
+    if "kind" not in metadata:
+        raise ValueError(f"{metadata_path}: no 'kind'; pass kind= one of {VERIFIER_KINDS}")
+    kind = metadata["kind"]
+    loaders = {
+        "prm_token_classification": AutoModelForTokenClassification,
+        "prm_causal_lm": AutoModelForCausalLM,
+        "orm": AutoModelForSequenceClassification,
+    }
+    if kind not in loaders:
+        raise ValueError(f"{metadata_path}: unknown kind {kind!r}; use one of {VERIFIER_KINDS}")
+    model = loaders[kind].from_pretrained(path)
+    if device is not None:
+        model = model.to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    step_format = StepFormat(
+        step_delimiter=metadata.get("step_delimiter", "\n"),
+        step_tag=metadata.get("step_tag"),
+        prompt_template=metadata.get("prompt_template", "chat"),
+    )
+    return HFVerifier(
+        model,
+        tokenizer,
+        kind,
+        step_format,
+        aggregation=metadata.get("aggregation", "last"),
+        positive_token=metadata.get("positive_token"),
+        negative_token=metadata.get("negative_token"),
+        max_length=metadata.get("max_length"),
+    )
