@@ -53,9 +53,10 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.policy)
     tokenizer = AutoTokenizer.from_pretrained(args.policy)
     generator = HFGenerator(model, tokenizer)
-    per_level = args.problems // len(task.levels)
+    per_level = -(-args.problems // len(task.levels))  # at least `--problems` in all
     rows = [p for level in task.levels for p in task.generate(per_level, level, seed=11)]
-    results = {"problems": len(rows), "n": args.n, "width": args.width, "threads": torch.get_num_threads()}
+    results = {"policy": args.policy, "problems": len(rows), "n": args.n, "width": args.width}
+    results["torch_threads"] = torch.get_num_threads()
 
     for name, temperature in (("greedy", 0.0), ("sampled", 0.8)):
         setup = SearchSetup(generator, OracleVerifier(task), task, temperature=temperature)

@@ -11,10 +11,13 @@ installed and a GPU exists (`make_generator` picks).
 
 from __future__ import annotations
 
+import itertools
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 
 @dataclass
@@ -79,32 +82,48 @@ class HFGenerator:
         return next(self.model.parameters()).device
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
-        """`params.n` completions for each prompt, in prompt order."""
-        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        """`params.n` completions for each prompt, in prompt order.
+
+        Identical prompts (a search often continues the same prefix several times) are encoded once
+        and their KV cache is shared by all of their samples.
+        """
+        distinct = list(dict.fromkeys(prompts))
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in distinct]
+        copies = Counter(prompts)
+        samples = [copies[p] * params.n for p in distinct]
         generator = torch.Generator(device="cpu")
         generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-        results: list[list[Completion]] = [[] for _ in prompts]
-        for batch in self._plan_batches(encoded, params):
-            completions = self._sample_batch([encoded[i] for i in batch], params, generator)
+        by_prompt: list[list[Completion]] = [[] for _ in distinct]
+        for batch in self._plan_batches(encoded, samples, params.max_new_tokens):
+            completions = self._sample_batch(
+                [encoded[i] for i in batch], [samples[i] for i in batch], params, generator
+            )
             for i, sample in zip(batch, completions):
-                results[i] = sample
+                by_prompt[i] = sample
+        index = {p: i for i, p in enumerate(distinct)}
+        taken = [0] * len(distinct)
+        results = []
+        for p in prompts:
+            i = index[p]
+            results.append(by_prompt[i][taken[i] : taken[i] + params.n])
+            taken[i] += params.n
         self.stats.calls += 1
         self.stats.prompt_tokens += sum(map(len, encoded))
         return results
 
-    def _plan_batches(self, encoded: list[list[int]], params: SamplingParams) -> list[list[int]]:
+    def _plan_batches(self, encoded: list[list[int]], samples: list[int], max_new_tokens: int) -> list[list[int]]:
         """Group prompts of similar length so that each batch fits the sequence and token caps."""
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        per_prompt = params.n
-        batches, current, longest = [], [], 0
+        batches, current, sequences, longest = [], [], 0, 0
         for i in order:
             longest_if_added = max(longest, len(encoded[i]))
-            sequences = (len(current) + 1) * per_prompt
-            tokens = sequences * (longest_if_added + params.max_new_tokens)
-            if current and (sequences > self.max_batch_sequences or tokens > self.max_batch_tokens):
+            tokens = (sequences + samples[i]) * (longest_if_added + max_new_tokens)
+            too_many = sequences + samples[i] > self.max_batch_sequences or tokens > self.max_batch_tokens
+            if current and too_many:
                 batches.append(current)
-                current, longest_if_added = [], len(encoded[i])
+                current, sequences, longest_if_added = [], 0, len(encoded[i])
             current.append(i)
+            sequences += samples[i]
             longest = longest_if_added
         if current:
             batches.append(current)
@@ -123,7 +142,9 @@ class HFGenerator:
         return self._stop_ids_cache[stop]
 
     @torch.no_grad()
-    def _sample_batch(self, prompts: list[list[int]], params: SamplingParams, generator) -> list[list[Completion]]:
+    def _sample_batch(
+        self, prompts: list[list[int]], samples: list[int], params: SamplingParams, generator
+    ) -> list[list[Completion]]:
         device, pad_id = self.device, self.tokenizer.pad_token_id
         width = max(map(len, prompts))
         input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -133,12 +154,14 @@ class HFGenerator:
             attention[row, width - len(ids) :] = 1
         input_ids, attention = input_ids.to(device), attention.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1, :]
-        if params.n > 1:  # encode each prompt once, then share its KV cache among its samples
-            cache.batch_repeat_interleave(params.n)
-            logits = logits.repeat_interleave(params.n, dim=0)
-            attention = attention.repeat_interleave(params.n, dim=0)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
+        # Encode each prompt once, then give each of its samples a row that shares its KV cache.
+        rows_of_prompt = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(samples)).to(device)
+        cache = preallocate(out.past_key_values, extra_positions=params.max_new_tokens)
+        cache.batch_select_indices(rows_of_prompt)
+        logits, attention = out.logits[rows_of_prompt, -1, :], attention[rows_of_prompt]
         next_position = attention.sum(-1)
         stop_ids = self._stop_token_ids(tuple(params.stop))
         alive = torch.arange(logits.shape[0], device=device)  # original row of each live sequence
@@ -175,7 +198,8 @@ class HFGenerator:
         completions = [self._completion(t, r, params.stop) for t, r in zip(tokens, reasons)]
         self.stats.sequences += len(completions)
         self.stats.generated_tokens += sum(c.num_tokens for c in completions)
-        return [completions[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+        bounds = [0, *itertools.accumulate(samples)]
+        return [completions[start:end] for start, end in itertools.pairwise(bounds)]
 
     def _completion(self, tokens: list[int], reason: str, stop: tuple[str, ...]) -> Completion:
         if reason == "eos":
@@ -186,6 +210,54 @@ class HFGenerator:
                 cut = min((text.find(s) + len(s) for s in stop if s in text), default=len(text))
                 text = text[:cut]
         return Completion(text=text, num_tokens=len(tokens), finish_reason=reason)
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer with room reserved for the tokens still to come.
+
+    transformers' `DynamicLayer` concatenates every new position onto the whole cache, copying it at
+    each decoding step; here each step writes one position in place and the attention reads a view.
+    """
+
+    def __init__(self, layer: DynamicLayer, extra_positions: int):
+        super().__init__()
+        batch, heads, length, _ = layer.keys.shape
+        self.dtype, self.device = layer.keys.dtype, layer.keys.device
+        self._keys = layer.keys.new_empty((batch, heads, length + extra_positions, layer.keys.shape[-1]))
+        self._values = layer.values.new_empty((batch, heads, length + extra_positions, layer.values.shape[-1]))
+        self._keys[:, :, :length], self._values[:, :, :length] = layer.keys, layer.values
+        self.length = length
+        self.is_initialized = True
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        new = key_states.shape[-2]
+        if self.length + new > self._keys.shape[-2]:
+            raise RuntimeError("preallocated KV cache is full")
+        self._keys[:, :, self.length : self.length + new] = key_states
+        self._values[:, :, self.length : self.length + new] = value_states
+        self.length += new
+        self._refresh()
+        return self.keys, self.values
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._keys, self._values = self._keys.repeat_interleave(repeats, 0), self._values.repeat_interleave(repeats, 0)
+        self._refresh()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self._refresh()
+
+
+def preallocate(cache, extra_positions: int):
+    """Swap a prefilled cache's dynamic layers for `PreallocatedLayer`s (other layer kinds stay)."""
+    cache.layers = [
+        PreallocatedLayer(layer, extra_positions) if type(layer) is DynamicLayer else layer for layer in cache.layers
+    ]
+    return cache
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator) -> torch.Tensor:

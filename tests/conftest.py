@@ -9,7 +9,8 @@ from ponder.training.policy import main as train_policy
 SMALL_POLICY = [
     "--config", "recipes/toy/policy.yaml",
     "--levels", "1", "--train_operands", "2", "4", "--train_digits", "1", "1",
-    "--max_steps", "500", "--lr_scheduler_kwargs", '{"num_decay_steps": 150}', "--learning_rate", "2e-3",
+    "--max_steps", "500", "--max_train_minutes", "0", "--learning_rate", "2e-3",
+    "--lr_scheduler_kwargs", '{"num_decay_steps": 150}',
     "--logging_steps", "100", "--eval_problems_per_level", "20", "--eval_samples", "4",
     "--eval_max_new_tokens", "64", "--disable_tqdm", "true",
 ]  # fmt: skip

@@ -126,3 +126,16 @@ def test_vllm_greedy_matches_hf_greedy(toy, tmp_path):
     ours = make_generator(str(tmp_path), backend="vllm", gpu_memory_utilization=0.2).generate(prompts, params)
     reference = HFGenerator(model, tokenizer).generate(prompts, params)
     assert [[c.text for c in cs] for cs in ours] == [[c.text for c in cs] for cs in reference]
+
+
+def test_identical_prompts_are_encoded_once_and_keep_their_order(toy):
+    model, tokenizer = toy
+    a, b = chat_prompt(tokenizer, "0001+0002"), chat_prompt(tokenizer, "0037+0048-0019")
+    generator = HFGenerator(model, tokenizer)
+    params = SamplingParams(n=2, temperature=0, max_new_tokens=8)
+    out = generator.generate([a, b, a], params)
+    assert [len(x) for x in out] == [2, 2, 2]
+    alone = HFGenerator(model, tokenizer).generate([b], params)[0]
+    assert [c.text for c in out[1]] == [c.text for c in alone] and [c.text for c in out[0]] == [c.text for c in out[2]]
+    assert generator.stats.prompt_tokens == len(tokenizer(a + b, add_special_tokens=False)["input_ids"])
+    assert generator.stats.sequences == 6

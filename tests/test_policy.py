@@ -11,7 +11,8 @@ TINY = [
     "--config", "recipes/toy/policy.yaml",
     "--levels", "1", "2", "--train_operands", "2", "4", "--train_digits", "1", "2",
     "--hidden_size", "32", "--num_layers", "2", "--num_heads", "2", "--intermediate_size", "64",
-    "--max_steps", "40", "--lr_scheduler_kwargs", '{"num_decay_steps": 10}', "--logging_steps", "10", "--warmup_steps", "5", "--learning_rate", "3e-3",
+    "--max_steps", "40", "--lr_scheduler_kwargs", '{"num_decay_steps": 10}', "--logging_steps", "10",
+    "--warmup_steps", "5", "--learning_rate", "3e-3", "--max_train_minutes", "0",
     "--eval_problems_per_level", "4", "--eval_samples", "4", "--eval_max_new_tokens", "48",
     "--disable_tqdm", "true",
 ]  # fmt: skip

@@ -1,9 +1,8 @@
 """Search algorithms on a small trained policy: bookkeeping, budgets, determinism, selection."""
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ponder.inference.generation import HFGenerator
+from ponder.inference.generation import make_generator
 from ponder.inference.search import SearchSetup, beam_search, best_of_n, dvts, lookahead_search, select_answer
 from ponder.inference.search.common import Searched
 from ponder.inference.tasks import get_task
@@ -40,8 +39,7 @@ class AnswerVerifier:
 
 @pytest.fixture(scope="module")
 def generator(small_policy):
-    model = AutoModelForCausalLM.from_pretrained(small_policy)
-    return HFGenerator(model, AutoTokenizer.from_pretrained(small_policy))
+    return make_generator(str(small_policy), backend="hf")
 
 
 def setup_for(generator, verifier=None, **kwargs):

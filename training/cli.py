@@ -7,6 +7,7 @@ import sys
 
 STAGES = {
     "policy": ("ponder.training.policy", "train a toy policy from scratch (toy world)"),
+    "label": ("ponder.training.labels", "Monte-Carlo-rollout PRM labels from the policy's own samples"),
     "pipeline": ("ponder.training.pipeline", "run a recipe folder's stages in order, resuming finished ones"),
 }
 

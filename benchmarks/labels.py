@@ -1,0 +1,111 @@
+"""MC-rollout labels against the arith oracle: per_step vs binary_search at the same k, in one run.
+
+    python benchmarks/labels.py --policy outputs/toy/policy [--problems_per_level 32]
+
+Both modes label the same sampled solutions (train split, every level). Reported per mode: rollouts,
+generated tokens, rollouts/s and tokens/s, and agreement with the oracle (step agreement of hard
+labels, negative precision/recall, first-error agreement on wrong solutions), plus examples of
+disagreement. Estimation noise is measured apart from the semantic gap: soft values at k = 8 against
+a k = 64 reference on a subset of prefixes (mean absolute error).
+Writes benchmarks/results/labels.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ponder.inference.generation import make_generator
+from ponder.inference.tasks import get_task
+from ponder.training.label_quality import agreement, oracle_step_labels
+from ponder.training.rollout_labels import RolloutLabeller, Sample, stepwise_row
+
+RESULTS = Path(__file__).parent / "results" / "labels.json"
+
+
+def copies(samples: list[Sample]) -> list[Sample]:
+    return [Sample(s.problem, s.prompt, s.index, s.steps, s.correct) for s in samples]
+
+
+def label(labeller: RolloutLabeller, samples: list[Sample], mode: str, seed: int) -> dict:
+    rollouts, tokens, start = labeller.counter.rollouts, labeller.counter.generated_tokens, time.perf_counter()
+    getattr(labeller, mode)(samples, seed)
+    seconds = time.perf_counter() - start
+    rollouts, tokens = labeller.counter.rollouts - rollouts, labeller.counter.generated_tokens - tokens
+    return {
+        "rollouts": rollouts,
+        "generated_tokens": tokens,
+        "seconds": round(seconds, 1),
+        "rollouts_per_second": round(rollouts / seconds, 1),
+        "generated_tokens_per_second": round(tokens / seconds),
+    }
+
+
+def disagreements(task, rows: list[dict], limit: int) -> list[dict]:
+    """Steps the oracle calls wrong but whose rollouts still reached the answer, and the reverse."""
+    found = []
+    for row in rows:
+        for i, (label, truth) in enumerate(zip(row["hard"], oracle_step_labels(task, row))):
+            if label != truth and len(found) < limit:
+                found.append(
+                    {
+                        "problem": row["prompt"],
+                        "steps_up_to_here": row["completions"][: i + 1],
+                        "mc_value": row["labels"][i],
+                        "oracle": "correct so far" if truth else "wrong step at or before this one",
+                    }
+                )
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--problems_per_level", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--reference_k", type=int, default=64)
+    parser.add_argument("--reference_prefixes", type=int, default=200)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    task = get_task("arith")
+    generator = make_generator(args.policy, backend="hf")
+    labeller = RolloutLabeller(generator, task, args.k, temperature=0.8, top_p=1.0, max_new_tokens=192)
+    problems = [p for level in task.levels for p in task.generate(args.problems_per_level, level, 0, "train")]
+    samples = [s for group in labeller.sample(problems, args.samples, seed=0) for s in group]
+
+    results: dict = {"problems": len(problems), "samples": len(samples), "k": args.k}
+    labelled = {}
+    for mode in ("per_step", "binary_search"):
+        labelled[mode] = copies(samples)
+        results[mode] = label(labeller, labelled[mode], mode, seed=1)
+        rows = [r for r in (stepwise_row(s, "keep") for s in labelled[mode]) if r is not None]
+        results[mode]["oracle_agreement"] = agreement(task, rows)
+        results[mode]["disagreement_examples"] = disagreements(task, rows, limit=4)
+        print(mode, {k: v for k, v in results[mode].items() if k != "disagreement_examples"}, flush=True)
+    results["rollout_ratio"] = round(results["per_step"]["rollouts"] / results["binary_search"]["rollouts"], 2)
+    results["first_error_agreement"] = {
+        mode: results[mode]["oracle_agreement"]["all"]["first_error_agreement"] for mode in labelled
+    }
+
+    targets = [(s, i) for s in labelled["per_step"] for i in range(len(s.steps) - 1)][: args.reference_prefixes]
+    reference = RolloutLabeller(generator, task, args.reference_k, temperature=0.8, top_p=1.0, max_new_tokens=192)
+    shadows = {id(s): Sample(s.problem, s.prompt, s.index, s.steps, s.correct) for s, _ in targets}
+    reference.estimate([(shadows[id(s)], i) for s, i in targets], seed=2)
+    errors = [abs(s.values[i] - shadows[id(s)].values[i]) for s, i in targets]
+    results["soft_value_noise"] = {
+        "prefixes": len(targets),
+        "k": args.k,
+        "reference_k": args.reference_k,
+        "mean_absolute_error": round(sum(errors) / len(errors), 4),
+    }
+    print("soft value noise", results["soft_value_noise"], flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

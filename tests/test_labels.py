@@ -1,0 +1,116 @@
+"""Label stage: rollout values, both modes, oracle agreement, sharding, 2 processes, resume after a kill."""
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from datasets import load_from_disk
+
+from ponder.inference.generation import make_generator
+from ponder.inference.tasks import get_task
+from ponder.training.label_quality import agreement
+from ponder.training.labels import LabelConfig
+from ponder.training.rollout_labels import RolloutLabeller, Sample, stepwise_row
+
+task = get_task("arith")
+PROBLEMS = task.generate(6, level=1, seed=3, split="train")
+
+
+def stage_args(policy, output_dir, *extra):
+    return [
+        "-m", "ponder.training.labels", "--config", "recipes/toy/label.yaml", "--policy", str(policy),
+        "--levels", "1", "--problems_per_level", "6", "--samples_per_problem", "2", "--rollouts", "3",
+        "--shard_size", "1", "--output_dir", str(output_dir), *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def labeller(small_policy):
+    generator = make_generator(str(small_policy), backend="hf")
+    return RolloutLabeller(generator, task, rollouts=4, temperature=0.8, top_p=1.0, max_new_tokens=64)
+
+
+def test_per_step_values_and_binary_search_budget(labeller):
+    samples = [s for group in labeller.sample(PROBLEMS, n=4, seed=1) for s in group]
+    assert {s.correct for s in samples} == {True, False}  # the small policy solves some, not all
+    start = labeller.counter.rollouts
+    labeller.per_step(samples, seed=2)
+    per_step_rollouts = labeller.counter.rollouts - start
+    assert per_step_rollouts == 4 * sum(len(s.steps) - 1 for s in samples)
+    for s in samples:
+        assert s.rollouts == [4] * (len(s.steps) - 1) + [0]
+        assert s.values[-1] == float(s.correct) and all(v in (0, 0.25, 0.5, 0.75, 1.0) for v in s.values)
+    per_step_hard = {(s.problem["id"], s.index): [v > 0 for v in s.values] for s in samples}
+
+    fresh = [Sample(s.problem, s.prompt, s.index, s.steps, s.correct) for s in samples]
+    start = labeller.counter.rollouts
+    labeller.binary_search(fresh, seed=2)
+    assert labeller.counter.rollouts - start < per_step_rollouts
+    for s in fresh:
+        assert s.values == sorted(s.values, reverse=True)  # ones, then zeros from the located step
+        assert (s.correct and s.values == [1.0] * len(s.steps) and sum(s.rollouts) == 0) or not s.correct
+        assert s.values[-1] == float(s.correct) and len(per_step_hard[(s.problem["id"], s.index)]) == len(s.values)
+        assert sum(s.rollouts) <= 4 * math.ceil(math.log2(len(s.steps)))  # bisection: O(k log M)
+
+
+def test_rows_keep_or_drop_after_the_first_zero():
+    sample = Sample(PROBLEMS[0], PROBLEMS[0]["problem"], 2, ["a", "b", "c", "Answer: 1"], correct=False)
+    sample.values, sample.rollouts = [0.5, 0.0, 0.25, 0.0], [4, 4, 4, 0]
+    kept = stepwise_row(sample, "keep")
+    assert kept["labels"] == [0.5, 0.0, 0.25, 0.0] and kept["hard"] == [True, False, True, False]
+    assert kept["id"] == f"{PROBLEMS[0]['id']}-s2" and kept["level"] == 1 and kept["rollouts"] == [4, 4, 4, 0]
+    dropped = stepwise_row(sample, "drop")
+    assert dropped["completions"] == ["a", "b"] and dropped["labels"] == [0.5, 0.0]
+    assert stepwise_row(Sample(PROBLEMS[0], "q", 0, [], correct=False), "keep") is None
+
+
+def test_agreement_with_the_oracle_on_constructed_rows():
+    problem = "0005+0003-0002"  # 0008, then 0006
+    right = {"prompt": problem, "level": 1, "answer_correct": True, "hard": [True, True, True]}
+    right["completions"] = ["0005+0003=0008", "0008-0002=0006", "Answer: 0006"]
+    slip = {"prompt": problem, "level": 1, "answer_correct": False, "hard": [True, False, False]}
+    slip["completions"] = ["0005+0003=0009", "0009-0002=0007", "Answer: 0007"]  # oracle: wrong from step 0
+    result = agreement(task, [right, slip])["1"]
+    assert result["steps"] == 6 and result["step_agreement"] == pytest.approx(5 / 6, abs=1e-4)
+    assert result["negative_precision"] == 1.0 and result["negative_recall"] == pytest.approx(2 / 3, abs=1e-4)
+    assert result["wrong_solutions"] == 1 and result["first_error_agreement"] == 0.0
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="mode: use one of"):
+        LabelConfig(mode="exhaustive")
+    with pytest.raises(ValueError, match="after_first_zero"):
+        LabelConfig(after_first_zero="truncate")
+
+
+def _rows(output_dir):
+    return [json.loads(line) for line in (output_dir / "labels.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_and_resume_after_kill_give_the_same_dataset(small_policy, tmp_path):
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, *stage_args(small_policy, single)], check=True, capture_output=True)
+    stats = json.loads((single / "stats.json").read_text())
+    assert stats["problems"] == 6 and stats["samples"] == 12 and stats["rows"] == len(_rows(single))
+    assert stats["rollouts"] > 0 and stats["generated_tokens"] > 0 and stats["oracle_agreement"]["1"]["steps"] > 0
+    assert load_from_disk(str(single / "dataset")).to_list() == _rows(single)
+
+    two = tmp_path / "two"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml"]
+    subprocess.run([*launch, *stage_args(small_policy, two)], check=True, capture_output=True)
+    assert _rows(two) == _rows(single)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, *stage_args(small_policy, killed)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "shards" / "shard-00001.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "stats.json").exists() and len(list((killed / "shards").glob("*.json"))) < 6
+    subprocess.run([sys.executable, *stage_args(small_policy, killed)], check=True, capture_output=True)
+    assert _rows(killed) == _rows(single)

@@ -1,0 +1,184 @@
+"""Label stage: Monte-Carlo-rollout PRM labels from the policy's own samples.
+
+    ponder label --config recipes/toy/label.yaml
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m ponder.training.labels \\
+        --config recipes/toy/label.yaml
+
+Problems are cut into shards; under `accelerate launch` each process labels its own shards, and the
+main process merges them into a `datasets` dataset in the stepwise format (DESIGN.md §3), saved to
+disk, with an exact JSONL export (`labels.jsonl`) and `stats.json`. Finished shards are kept, so a rerun after a crash
+resumes and ends with the same dataset as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ponder.inference.generation import make_generator
+from ponder.inference.tasks import get_task
+from ponder.training.configs import config_to_dict, parse_config
+from ponder.training.label_quality import agreement
+from ponder.training.outputs import write_json_atomic, write_text_atomic
+from ponder.training.rollout_labels import MODES, RolloutLabeller, stepwise_row
+from ponder.training.shards import merge_shards, run_shards, split_into_shards
+
+logger = logging.getLogger(__name__)
+AFTER_FIRST_ZERO = ("keep", "drop")
+
+
+@dataclass
+class LabelConfig:
+    """What to label and how. `policy` is a checkpoint folder; problems come from the task's generator."""
+
+    policy: str = "outputs/toy/policy"
+    task: str = "arith"
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    problems_per_level: int = 32
+    split: str = "train"
+    seed: int = 0
+    samples_per_problem: int = 4
+    rollouts: int = 8
+    mode: str = "per_step"
+    after_first_zero: str = "keep"
+    filter_uniform_problems: bool = False
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 192
+    shard_size: int = 16
+    output_dir: str = "outputs/toy/label"
+    backend: str = "auto"
+    push_to_hub: bool = False
+    hub_dataset_id: str | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode: use one of {MODES}, got {self.mode!r}")
+        if self.after_first_zero not in AFTER_FIRST_ZERO:
+            raise ValueError(f"after_first_zero: use one of {AFTER_FIRST_ZERO}, got {self.after_first_zero!r}")
+        if self.rollouts < 1 or self.samples_per_problem < 1:
+            raise ValueError("rollouts and samples_per_problem must be at least 1")
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("push_to_hub: set hub_dataset_id")
+
+
+def label_shard(labeller: RolloutLabeller, config: LabelConfig, index: int, problems: list[dict]) -> dict:
+    """Sample, optionally filter, and label one shard; deterministic given the config and shard index."""
+    seed = zlib.crc32(f"labels:{config.seed}:{index}".encode())
+    start = time.monotonic()
+    before = (labeller.counter.rollouts, labeller.counter.generated_tokens)
+    per_problem = labeller.sample(problems, config.samples_per_problem, seed)
+    filtered = 0
+    if config.filter_uniform_problems:
+        kept = [s for s in per_problem if len({x.correct for x in s}) == 2]
+        filtered = len(per_problem) - len(kept)
+        per_problem = kept
+    samples = [s for group in per_problem for s in group]
+    if config.mode == "per_step":
+        labeller.per_step(samples, seed + 1)
+    else:
+        labeller.binary_search(samples, seed + 1)
+    rows = [r for r in (stepwise_row(s, config.after_first_zero) for s in samples) if r is not None]
+    stats = {
+        "problems": len(problems),
+        "problems_filtered": filtered,
+        "samples": len(samples),
+        "samples_without_steps": len(samples) - len(rows),
+        "correct_samples": sum(s.correct for s in samples),
+        "rollouts": labeller.counter.rollouts - before[0],
+        "generated_tokens": labeller.counter.generated_tokens - before[1],
+        "seconds": round(time.monotonic() - start, 2),
+    }
+    return {"rows": rows, "stats": stats}
+
+
+def summarize(config: LabelConfig, shard_stats: list[dict], rows: list[dict], task, wall_seconds: float) -> dict:
+    totals = {key: sum(s[key] for s in shard_stats) for key in shard_stats[0]} if shard_stats else {}
+    steps = sum(len(r["hard"]) for r in rows)
+    stats = {
+        "mode": config.mode,
+        "rollouts_per_prefix": config.rollouts,
+        "samples_per_problem": config.samples_per_problem,
+        **totals,
+        "rows": len(rows),
+        "steps": steps,
+        "positive_step_fraction": round(sum(sum(r["hard"]) for r in rows) / steps, 4) if steps else None,
+        "wall_seconds": round(wall_seconds, 1),
+        "shard_seconds": round(totals.get("seconds", 0.0), 1),
+    }
+    stats.pop("seconds", None)
+    if hasattr(task, "first_wrong_step"):
+        stats["oracle_agreement"] = agreement(task, rows)
+    return stats
+
+
+def run_labels(config: LabelConfig) -> dict | None:
+    """Label every shard this process owns; on the main process merge and write the outputs."""
+    from accelerate import PartialState
+    from datasets import Dataset
+
+    state = PartialState()
+    if state.num_processes > 1 and state.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))
+    task = get_task(config.task)
+    problems = [
+        p for level in config.levels for p in task.generate(config.problems_per_level, level, config.seed, config.split)
+    ]
+    output_dir = Path(config.output_dir)
+    start = time.monotonic()
+    generator = make_generator(config.policy, backend=config.backend, device=str(state.device))
+    labeller = RolloutLabeller(
+        generator, task, config.rollouts, config.temperature, config.top_p, config.max_new_tokens
+    )
+    bar = tqdm(desc=f"label shards (process {state.process_index})", disable=not state.is_local_main_process)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    computed = run_shards(
+        problems,
+        config.shard_size,
+        output_dir,
+        lambda index, shard: label_shard(labeller, config, index, list(shard)),
+        state.process_index,
+        state.num_processes,
+        progress,
+    )
+    bar.close()
+    logger.info("process %d computed %d shards", state.process_index, computed)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    rows, shard_stats = merge_shards(output_dir, len(split_into_shards(problems, config.shard_size)))
+    dataset = Dataset.from_list(rows)
+    dataset.save_to_disk(str(output_dir / "dataset"))
+    write_text_atomic(output_dir / "labels.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    stats = summarize(config, shard_stats, rows, task, time.monotonic() - start)
+    stats["config"] = config_to_dict(config)
+    write_json_atomic(output_dir / "stats.json", stats)
+    if config.push_to_hub:
+        dataset.push_to_hub(config.hub_dataset_id)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    (config,) = parse_config((LabelConfig,), argv)
+    stats = run_labels(config)
+    if stats is not None:
+        logger.info("labels: %d rows, %d rollouts, stats in %s", stats["rows"], stats["rollouts"], config.output_dir)
+    return stats
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Monte-Carlo rollout values for the steps of a policy's own solutions (Math-Shepherd, OmegaPRM).
+
+A step's value is the fraction of `k` rollouts from the prefix ending at that step that reach the
+gold answer; its hard label is "any rollout succeeded" (threshold 0, as in Qwen's "Lessons" paper).
+The last step of a sample needs no rollouts: its value is whether the sample itself is right.
+
+- ``per_step`` rolls out from every prefix (k · (steps − 1) rollouts per sample).
+- ``binary_search`` locates the first step whose value is 0 on wrong samples by bisection
+  (O(k log M) rollouts; OmegaPRM), and labels right samples positive without rollouts. Its labels are
+  hard (1.0 before the located step, 0.0 from it on); `rollouts` shows where evidence was gathered.
+
+All rollouts of a round, over every prefix of every sample of every problem in the batch, go to the
+generator in one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.inference.generation import SamplingParams, chat_prompt
+
+MODES = ("per_step", "binary_search")
+
+
+@dataclass
+class Sample:
+    """One sampled solution of a problem and what is learned about its steps."""
+
+    problem: dict
+    prompt: str
+    index: int
+    steps: list[str]
+    correct: bool
+    values: list[float | None] = field(default_factory=list)
+    rollouts: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.values = [None] * len(self.steps)
+        self.rollouts = [0] * len(self.steps)
+        if self.steps:
+            self.values[-1] = 1.0 if self.correct else 0.0
+
+
+@dataclass
+class RolloutCounter:
+    rollouts: int = 0
+    generated_tokens: int = 0
+
+
+class RolloutLabeller:
+    """Samples solutions and estimates step values with a generator (see module docstring)."""
+
+    def __init__(self, generator, task, rollouts: int, temperature: float, top_p: float, max_new_tokens: int):
+        self.generator = generator
+        self.task = task
+        self.k = rollouts
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.counter = RolloutCounter()
+
+    def _params(self, n: int, seed: int) -> SamplingParams:
+        return SamplingParams(
+            n=n, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=seed
+        )
+
+    def sample(self, problems: list[dict], n: int, seed: int) -> list[list[Sample]]:
+        """`n` solutions per problem, split into steps and graded."""
+        questions = [self.task.make_prompt(p) for p in problems]
+        prompts = [chat_prompt(self.generator.tokenizer, q) for q in questions]
+        outputs = self.generator.generate(prompts, self._params(n, seed))
+        self.counter.generated_tokens += sum(c.num_tokens for outs in outputs for c in outs)
+        samples = []
+        for problem, question, outs in zip(problems, questions, outputs):
+            samples.append([])
+            for j, c in enumerate(outs):
+                correct = c.finish_reason == "eos" and self.task.grade(c.text, problem["answer"])
+                samples[-1].append(Sample(problem, question, j, self.task.split_steps(c.text), correct))
+        return samples
+
+    def estimate(self, targets: list[tuple[Sample, int]], seed: int) -> None:
+        """Roll out `k` completions from each (sample, step index) prefix and record the value."""
+        if not targets:
+            return
+        delimiter = self.task.step_delimiter
+        prefixes = [self.task.join_steps(s.steps[: i + 1]) + delimiter for s, i in targets]
+        tokenizer = self.generator.tokenizer
+        prompts = [chat_prompt(tokenizer, s.prompt) + prefix for (s, _), prefix in zip(targets, prefixes)]
+        outputs = self.generator.generate(prompts, self._params(self.k, seed))
+        for (sample, i), prefix, outs in zip(targets, prefixes, outputs):
+            gold = sample.problem["answer"]
+            wins = sum(c.finish_reason == "eos" and self.task.grade(prefix + c.text, gold) for c in outs)
+            sample.values[i] = wins / len(outs)
+            sample.rollouts[i] = len(outs)
+            self.counter.rollouts += len(outs)
+            self.counter.generated_tokens += sum(c.num_tokens for c in outs)
+
+    def per_step(self, samples: list[Sample], seed: int) -> None:
+        self.estimate([(s, i) for s in samples for i in range(len(s.steps) - 1)], seed)
+
+    def binary_search(self, samples: list[Sample], seed: int) -> None:
+        """Bisect each wrong sample for its first zero-valued step; right samples are positive throughout."""
+        bounds = {id(s): [0, len(s.steps) - 1] for s in samples if s.steps and not s.correct}
+        wrong = [s for s in samples if id(s) in bounds]
+        round_index = 0
+        while True:
+            open_ = [s for s in wrong if bounds[id(s)][0] < bounds[id(s)][1]]
+            if not open_:
+                break
+            mids = [(s, sum(bounds[id(s)]) // 2) for s in open_]
+            self.estimate(mids, seed + round_index)
+            for s, mid in mids:
+                if s.values[mid] > 0:
+                    bounds[id(s)][0] = mid + 1
+                else:
+                    bounds[id(s)][1] = mid
+            round_index += 1
+        for s in samples:
+            first_zero = bounds[id(s)][0] if id(s) in bounds else len(s.steps)
+            s.values = [1.0 if i < first_zero else 0.0 for i in range(len(s.steps))]
+
+
+def stepwise_row(sample: Sample, after_first_zero: str) -> dict | None:
+    """The stepwise-format row of a labelled sample (DESIGN.md §3), or None for a sample without steps.
+
+    `after_first_zero` is ``"keep"`` (every step with its value) or ``"drop"`` (cut after the first
+    step whose value is 0: what follows a dead prefix says little).
+    """
+    if not sample.steps:
+        return None
+    values = [float(v) for v in sample.values]
+    end = len(values)
+    if after_first_zero == "drop" and 0.0 in values:
+        end = values.index(0.0) + 1
+    problem = sample.problem
+    row = {
+        "id": f"{problem['id']}-s{sample.index}",
+        "problem_id": problem["id"],
+        "prompt": sample.prompt,
+        "completions": sample.steps[:end],
+        "labels": values[:end],
+        "hard": [v > 0 for v in values[:end]],
+        "rollouts": sample.rollouts[:end],
+        "answer_correct": sample.correct,
+    }
+    if "level" in problem:
+        row["level"] = problem["level"]
+    return row

@@ -1,0 +1,67 @@
+"""Sharded, resumable, multi-process work for the data stages (labels, revisions).
+
+The items (problems) are cut into fixed shards; process r of P takes shards r, r+P, ... Each shard is
+computed from its own seed, so its result does not depend on which process runs it or on restarts,
+and is written atomically as one JSON file; a rerun skips every shard whose file exists. The main
+process merges the shard files in order once all processes are done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ponder.training.outputs import write_json_atomic
+
+SHARD_DIR = "shards"
+
+
+def shard_path(output_dir: str | os.PathLike, index: int) -> Path:
+    return Path(output_dir) / SHARD_DIR / f"shard-{index:05d}.json"
+
+
+def split_into_shards(items: Sequence, shard_size: int) -> list[Sequence]:
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+    return [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
+
+
+def run_shards(
+    items: Sequence,
+    shard_size: int,
+    output_dir: str | os.PathLike,
+    compute: Callable[[int, Sequence], dict],
+    process_index: int = 0,
+    num_processes: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Compute this process's unfinished shards; `compute(index, items)` returns ``{"rows": [...], "stats": {...}}``.
+
+    Returns the number of shards computed (not skipped) by this process.
+    """
+    shards = split_into_shards(items, shard_size)
+    mine = [i for i in range(len(shards)) if i % num_processes == process_index]
+    computed = 0
+    for done, index in enumerate(mine):
+        path = shard_path(output_dir, index)
+        if not path.exists():
+            write_json_atomic(path, compute(index, shards[index]))
+            computed += 1
+        if progress is not None:
+            progress(done + 1, len(mine))
+    return computed
+
+
+def merge_shards(output_dir: str | os.PathLike, num_shards: int) -> tuple[list[dict], list[dict]]:
+    """Rows and per-shard stats of all shards, in shard order; a missing shard is an error naming it."""
+    rows, stats = [], []
+    for index in range(num_shards):
+        path = shard_path(output_dir, index)
+        if not path.exists():
+            raise FileNotFoundError(f"shard {index} is missing ({path}); rerun the stage to compute it")
+        shard = json.loads(path.read_text())
+        rows += shard["rows"]
+        stats.append(shard["stats"])
+    return rows, stats
