@@ -88,7 +88,7 @@ class HFGenerator:
         and their KV cache is shared by all of their samples.
         """
         distinct = list(dict.fromkeys(prompts))
-        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in distinct]
+        encoded = self.tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
         copies = Counter(prompts)
         samples = [copies[p] * params.n for p in distinct]
         generator = torch.Generator(device="cpu")
