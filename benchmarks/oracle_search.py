@@ -51,7 +51,8 @@ def main() -> None:
             "accuracy": round(sum(r["correct"] for r in rs) / len(rs), 3),
             "generated_tokens_per_problem": round(sum(r["generated_tokens"] for r in rs) / len(rs), 1),
         }
-    out = {"problems_per_level": args.problems_per_level, "temperature": 0.8, "seconds": round(seconds, 1)}
+    out = {"policy": args.policy, "problems_per_level": args.problems_per_level, "temperature": 0.8}
+    out["seconds"] = round(seconds, 1)
     out["table"] = table
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
