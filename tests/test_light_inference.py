@@ -5,11 +5,8 @@ import sys
 
 BLOCK_TRAINING_STACK = """
 import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"trl", "peft", "deepspeed", "accelerate", "datasets"}:
-            raise ImportError(f"blocked: {name}")
-sys.meta_path.insert(0, Block())
+for name in ("trl", "peft", "deepspeed", "accelerate", "datasets"):
+    sys.modules[name] = None  # what an environment without them looks like to `import` and `find_spec`
 try:
     import peft  # noqa: F401
     raise SystemExit("the blocker let peft through")
