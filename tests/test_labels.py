@@ -114,3 +114,17 @@ def test_two_processes_and_resume_after_kill_give_the_same_dataset(small_policy,
     assert not (killed / "stats.json").exists() and len(list((killed / "shards").glob("*.json"))) < 6
     subprocess.run([sys.executable, *stage_args(small_policy, killed)], check=True, capture_output=True)
     assert _rows(killed) == _rows(single)
+
+
+def test_push_to_hub_sends_the_merged_dataset(small_policy, tmp_path, monkeypatch):
+    from datasets import Dataset
+
+    from ponder.training.labels import main
+
+    pushed = []
+    monkeypatch.setattr(Dataset, "push_to_hub", lambda self, repo_id, **kwargs: pushed.append((repo_id, len(self))))
+    args = stage_args(small_policy, tmp_path, "--push_to_hub", "true", "--hub_dataset_id", "me/arith-labels")
+    stats = main(args[2:])  # in this process: the Hub is the only thing mocked
+    assert pushed == [("me/arith-labels", stats["rows"])] and stats["rows"] > 0
+    with pytest.raises(ValueError, match="push_to_hub: set hub_dataset_id"):
+        LabelConfig(push_to_hub=True)
