@@ -40,7 +40,12 @@ def test_per_step_values_and_binary_search_budget(labeller):
     start = labeller.counter.rollouts
     labeller.per_step(samples, seed=2)
     per_step_rollouts = labeller.counter.rollouts - start
-    assert per_step_rollouts == 4 * sum(len(s.steps) - 1 for s in samples)
+    distinct_prefixes = {(s.problem["id"], tuple(s.steps[: i + 1])) for s in samples for i in range(len(s.steps) - 1)}
+    assert per_step_rollouts == 4 * len(distinct_prefixes) < 4 * sum(len(s.steps) - 1 for s in samples)
+    values = {}
+    for s in samples:  # a prefix shared by several samples is rolled out once and has one value
+        for i in range(len(s.steps) - 1):
+            assert values.setdefault((s.problem["id"], tuple(s.steps[: i + 1])), s.values[i]) == s.values[i]
     for s in samples:
         assert s.rollouts == [4] * (len(s.steps) - 1) + [0]
         assert s.values[-1] == float(s.correct) and all(v in (0, 0.25, 0.5, 0.75, 1.0) for v in s.values)

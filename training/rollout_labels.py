@@ -79,19 +79,27 @@ class RolloutLabeller:
         return samples
 
     def estimate(self, targets: list[tuple[Sample, int]], seed: int) -> None:
-        """Roll out `k` completions from each (sample, step index) prefix and record the value."""
-        if not targets:
-            return
+        """Roll out `k` completions from each (sample, step index) prefix and record the value.
+
+        Samples of one problem often share their first steps: each distinct prefix is rolled out
+        once and its value given to every sample that has it.
+        """
         delimiter = self.task.step_delimiter
-        prefixes = [self.task.join_steps(s.steps[: i + 1]) + delimiter for s, i in targets]
         tokenizer = self.generator.tokenizer
-        prompts = [chat_prompt(tokenizer, s.prompt) + prefix for (s, _), prefix in zip(targets, prefixes)]
-        outputs = self.generator.generate(prompts, self._params(self.k, seed))
-        for (sample, i), prefix, outs in zip(targets, prefixes, outputs):
-            gold = sample.problem["answer"]
-            wins = sum(c.finish_reason == "eos" and self.task.grade(prefix + c.text, gold) for c in outs)
-            sample.values[i] = wins / len(outs)
-            sample.rollouts[i] = len(outs)
+        by_prompt: dict[str, list[tuple[Sample, int]]] = {}
+        for sample, i in targets:
+            prompt = chat_prompt(tokenizer, sample.prompt) + self.task.join_steps(sample.steps[: i + 1]) + delimiter
+            by_prompt.setdefault(prompt, []).append((sample, i))
+        if not by_prompt:
+            return
+        outputs = self.generator.generate(list(by_prompt), self._params(self.k, seed))
+        for sharing, outs in zip(by_prompt.values(), outputs):
+            first, i = sharing[0]
+            prefix = self.task.join_steps(first.steps[: i + 1]) + delimiter
+            gold = first.problem["answer"]
+            value = sum(c.finish_reason == "eos" and self.task.grade(prefix + c.text, gold) for c in outs) / len(outs)
+            for sample, j in sharing:
+                sample.values[j], sample.rollouts[j] = value, len(outs)
             self.counter.rollouts += len(outs)
             self.counter.generated_tokens += sum(c.num_tokens for c in outs)
 
