@@ -1,6 +1,6 @@
 """MC-rollout labels against the arith oracle: per_step vs binary_search at the same k, in one run.
 
-    python benchmarks/labels.py --policy outputs/toy/policy [--problems_per_level 32]
+    python benchmarks/labels.py --policy outputs/toy/policy [--problems_per_level 32] [--seed 0]
 
 Both modes label the same sampled solutions (train split, every level). Reported per mode: rollouts,
 generated tokens, rollouts/s and tokens/s, and agreement with the oracle (step agreement of hard
@@ -68,19 +68,21 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--reference_k", type=int, default=64)
     parser.add_argument("--reference_prefixes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed of the solutions and rollouts")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     task = get_task("arith")
     generator = make_generator(args.policy, backend="hf")
     labeller = RolloutLabeller(generator, task, args.k, temperature=0.8, top_p=1.0, max_new_tokens=192)
     problems = [p for level in task.levels for p in task.generate(args.problems_per_level, level, 0, "train")]
-    samples = [s for group in labeller.sample(problems, args.samples, seed=0) for s in group]
+    samples = [s for group in labeller.sample(problems, args.samples, seed=args.seed) for s in group]
 
-    results: dict = {"problems": len(problems), "samples": len(samples), "k": args.k}
+    results: dict = {"policy": args.policy, "seed": args.seed, "problems": len(problems), "samples": len(samples)}
+    results["k"] = args.k
     labelled = {}
     for mode in ("per_step", "binary_search"):
         labelled[mode] = copies(samples)
-        results[mode] = label(labeller, labelled[mode], mode, seed=1)
+        results[mode] = label(labeller, labelled[mode], mode, seed=args.seed + 1)
         rows = [r for r in (stepwise_row(s, "keep") for s in labelled[mode]) if r is not None]
         results[mode]["oracle_agreement"] = agreement(task, rows)
         results[mode]["disagreement_examples"] = disagreements(task, rows, limit=4)
@@ -93,7 +95,7 @@ def main() -> None:
     targets = [(s, i) for s in labelled["per_step"] for i in range(len(s.steps) - 1)][: args.reference_prefixes]
     reference = RolloutLabeller(generator, task, args.reference_k, temperature=0.8, top_p=1.0, max_new_tokens=192)
     shadows = {id(s): Sample(s.problem, s.prompt, s.index, s.steps, s.correct) for s, _ in targets}
-    reference.estimate([(shadows[id(s)], i) for s, i in targets], seed=2)
+    reference.estimate([(shadows[id(s)], i) for s, i in targets], seed=args.seed + 2)
     errors = [abs(s.values[i] - shadows[id(s)].values[i]) for s, i in targets]
     results["soft_value_noise"] = {
         "prefixes": len(targets),
