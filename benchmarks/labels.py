@@ -13,13 +13,13 @@ Writes benchmarks/results/labels.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from ponder.inference.generation import make_generator
 from ponder.inference.tasks import get_task
 from ponder.training.label_quality import agreement, oracle_step_labels
+from ponder.training.outputs import write_json_atomic
 from ponder.training.rollout_labels import RolloutLabeller, Sample, stepwise_row
 
 RESULTS = Path(__file__).parent / "results" / "labels.json"
@@ -104,8 +104,7 @@ def main() -> None:
         "mean_absolute_error": round(sum(errors) / len(errors), 4),
     }
     print("soft value noise", results["soft_value_noise"], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json_atomic(args.out, results)
     print(f"wrote {args.out}")
 
 

@@ -11,7 +11,6 @@ Writes benchmarks/results/oracle_search.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +19,7 @@ from ponder.inference.generation import make_generator
 from ponder.inference.search import SearchSetup, beam_search, best_of_n, dvts
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import OracleVerifier
+from ponder.training.outputs import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results" / "oracle_search.json"
 BUDGETS = [1, 4, 16, 64]
@@ -54,8 +54,7 @@ def main() -> None:
     out = {"policy": args.policy, "problems_per_level": args.problems_per_level, "temperature": 0.8}
     out["seconds"] = round(seconds, 1)
     out["table"] = table
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_json_atomic(args.out, out)
     levels = sorted(task.levels)
     print("| strategy@N | " + " | ".join(f"L{lv}" for lv in levels) + " | tokens/problem (L3) |")
     print("|---" * (len(levels) + 2) + "|")

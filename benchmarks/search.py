@@ -14,7 +14,6 @@ Writes benchmarks/results/search.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ponder.inference.search import SearchSetup, beam_search
 from ponder.inference.step_format import StepFormat
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import HFVerifier, OracleVerifier
+from ponder.training.outputs import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results" / "search.json"
 
@@ -99,8 +99,7 @@ def main() -> None:
     }
     results["verifier_batched_speedup"] = results["verifier"]["speedup"]
     print("verifier", results["verifier"], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json_atomic(args.out, results)
     print(f"wrote {args.out}")
 
 

@@ -73,9 +73,25 @@ def encode_steps(
     Steps that do not fit in `max_length` tokens are dropped from the end and counted; the text is
     cut after the last kept step.
     """
-    text, ends = render(tokenizer, fmt, question, steps)
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = encoding["offset_mapping"]
+    return encode_many(tokenizer, fmt, [question], [steps], max_length)[0]
+
+
+def encode_many(
+    tokenizer, fmt: StepFormat, questions: list[str], steps: list[list[str]], max_length: int | None = None
+) -> list[EncodedSteps]:
+    """`encode_steps` for many pairs, with one batched tokenizer call."""
+    rendered = [render(tokenizer, fmt, q, s) for q, s in zip(questions, steps)]
+    if not rendered:
+        return []
+    encodings = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+    return [
+        _locate(tokenizer, fmt, ids, offsets, ends, max_length)
+        for ids, offsets, (_, ends) in zip(encodings["input_ids"], encodings["offset_mapping"], rendered)
+    ]
+
+
+def _locate(tokenizer, fmt: StepFormat, input_ids, offsets, ends: list[int], max_length: int | None) -> EncodedSteps:
+    """Each step's scoring token from the character offsets, then truncation to `max_length`."""
     positions = []
     for index, end in enumerate(ends):
         token = _token_covering(offsets, end - 1)
@@ -93,8 +109,8 @@ def encode_steps(
     if max_length is not None:
         while keep and positions[keep - 1] >= max_length:
             keep -= 1
-    cut = positions[keep - 1] + 1 if keep else min(len(encoding["input_ids"]), max_length or 0)
-    return EncodedSteps(list(encoding["input_ids"][:cut]), positions[:keep], len(steps) - keep)
+    cut = positions[keep - 1] + 1 if keep else min(len(input_ids), max_length or 0)
+    return EncodedSteps(list(input_ids[:cut]), positions[:keep], len(ends) - keep)
 
 
 def _token_covering(offsets: list[tuple[int, int]], char: int) -> int | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ponder.inference.step_format import StepFormat, encode_steps
+from ponder.inference.step_format import StepFormat, encode_many
 
 METADATA_FILE = "ponder.json"
 AGGREGATIONS = ("last", "min", "prod", "mean")
@@ -117,9 +117,7 @@ class HFVerifier:
 
     def score(self, questions: list[str], steps: list[list[str]]) -> list[Scored]:
         """Scores for every pair; the model sees pairs in length-sorted, dynamically padded batches."""
-        encoded = [
-            encode_steps(self.tokenizer, self.step_format, q, s, self.max_length) for q, s in zip(questions, steps)
-        ]
+        encoded = encode_many(self.tokenizer, self.step_format, questions, steps, self.max_length)
         results: list[Scored | None] = [None] * len(encoded)
         for batch in _length_batches([len(e.input_ids) for e in encoded], self.max_batch_tokens):
             for i, scores in zip(batch, self._score_batch([encoded[i] for i in batch])):

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
+from ponder.inference.verifiers import METADATA_FILE
 from ponder.training.configs import config_to_dict
 
-METADATA_FILE = "ponder.json"
 RECIPE_FILE = "recipe.yaml"
 
 

@@ -85,18 +85,18 @@ class RolloutLabeller:
         once and its value given to every sample that has it.
         """
         delimiter = self.task.step_delimiter
-        tokenizer = self.generator.tokenizer
-        by_prompt: dict[str, list[tuple[Sample, int]]] = {}
+        chats: dict[str, str] = {}  # the chat template is rendered once per question
+        by_prompt: dict[str, tuple[str, list[tuple[Sample, int]]]] = {}
         for sample, i in targets:
-            prompt = chat_prompt(tokenizer, sample.prompt) + self.task.join_steps(sample.steps[: i + 1]) + delimiter
-            by_prompt.setdefault(prompt, []).append((sample, i))
+            if sample.prompt not in chats:
+                chats[sample.prompt] = chat_prompt(self.generator.tokenizer, sample.prompt)
+            prefix = self.task.join_steps(sample.steps[: i + 1]) + delimiter
+            by_prompt.setdefault(chats[sample.prompt] + prefix, (prefix, []))[1].append((sample, i))
         if not by_prompt:
             return
         outputs = self.generator.generate(list(by_prompt), self._params(self.k, seed))
-        for sharing, outs in zip(by_prompt.values(), outputs):
-            first, i = sharing[0]
-            prefix = self.task.join_steps(first.steps[: i + 1]) + delimiter
-            gold = first.problem["answer"]
+        for (prefix, sharing), outs in zip(by_prompt.values(), outputs):
+            gold = sharing[0][0].problem["answer"]
             value = sum(c.finish_reason == "eos" and self.task.grade(prefix + c.text, gold) for c in outs) / len(outs)
             for sample, j in sharing:
                 sample.values[j], sample.rollouts[j] = value, len(outs)
