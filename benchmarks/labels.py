@@ -1,18 +1,22 @@
 """MC-rollout labels against the arith oracle: per_step vs binary_search at the same k, in one run.
 
-    python benchmarks/labels.py --policy outputs/toy/policy [--problems_per_level 32] [--seed 0]
+    python benchmarks/labels.py --policy outputs/toy/policy [--problems_per_level 32] [--seed 0] [--repeats 3]
 
-Both modes label the same sampled solutions (train split, every level). Reported per mode: rollouts,
-generated tokens, rollouts/s and tokens/s, and agreement with the oracle (step agreement of hard
-labels, negative precision/recall, first-error agreement on wrong solutions), plus examples of
-disagreement. Estimation noise is measured apart from the semantic gap: soft values at k = 8 against
-a k = 64 reference on a subset of prefixes (mean absolute error).
+Both modes label the same sampled solutions (train split, every level), `--repeats` times with
+fresh rollout seeds: first-error agreement moves by several points between rollout seeds at this
+size, so the modes are compared paired, as mean ± standard deviation over repeats. Reported per
+mode and repeat: rollouts, generated tokens, rollouts/s and tokens/s, and agreement with the oracle
+(step agreement of hard labels, negative precision/recall, first-error agreement on wrong
+solutions), plus examples of disagreement from the first repeat. Estimation noise is measured apart
+from the semantic gap: soft values at k = 8 against a k = 64 reference on a subset of prefixes
+(mean absolute error).
 Writes benchmarks/results/labels.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -43,6 +47,17 @@ def label(labeller: RolloutLabeller, samples: list[Sample], mode: str, seed: int
     }
 
 
+def overall(run: dict, key: str) -> float:
+    return run[key] if key in run else run["oracle_agreement"]["all"][key]
+
+
+def mean_sd(values: list[float]) -> dict:
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "sd": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+    }
+
+
 def disagreements(task, rows: list[dict], limit: int) -> list[dict]:
     """Steps the oracle calls wrong but whose rollouts still reached the answer, and the reverse."""
     found = []
@@ -69,6 +84,7 @@ def main() -> None:
     parser.add_argument("--reference_k", type=int, default=64)
     parser.add_argument("--reference_prefixes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="sampling seed of the solutions and rollouts")
+    parser.add_argument("--repeats", type=int, default=3, help="rollout seeds per mode, on the same solutions")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     task = get_task("arith")
@@ -78,19 +94,32 @@ def main() -> None:
     samples = [s for group in labeller.sample(problems, args.samples, seed=args.seed) for s in group]
 
     results: dict = {"policy": args.policy, "seed": args.seed, "problems": len(problems), "samples": len(samples)}
-    results["k"] = args.k
-    labelled = {}
+    results.update(k=args.k, repeats=args.repeats)
+    labelled: dict[str, list[Sample]] = {}
     for mode in ("per_step", "binary_search"):
-        labelled[mode] = copies(samples)
-        results[mode] = label(labeller, labelled[mode], mode, seed=args.seed + 1)
-        rows = [r for r in (stepwise_row(s, "keep") for s in labelled[mode]) if r is not None]
-        results[mode]["oracle_agreement"] = agreement(task, rows)
-        results[mode]["disagreement_examples"] = disagreements(task, rows, limit=4)
-        print(mode, {k: v for k, v in results[mode].items() if k != "disagreement_examples"}, flush=True)
-    results["rollout_ratio"] = round(results["per_step"]["rollouts"] / results["binary_search"]["rollouts"], 2)
-    results["first_error_agreement"] = {
-        mode: results[mode]["oracle_agreement"]["all"]["first_error_agreement"] for mode in labelled
-    }
+        results[mode] = {"runs": []}
+        for repeat in range(args.repeats):
+            copied = copies(samples)
+            run = label(labeller, copied, mode, seed=args.seed + 1 + repeat)
+            rows = [r for r in (stepwise_row(s, "keep") for s in copied) if r is not None]
+            run["oracle_agreement"] = agreement(task, rows)
+            if repeat == 0:
+                labelled[mode] = copied
+                run["disagreement_examples"] = disagreements(task, rows, limit=4)
+            results[mode]["runs"].append(run)
+            print(mode, repeat, {k: v for k, v in run.items() if k != "disagreement_examples"}, flush=True)
+        for key in ("rollouts", "step_agreement", "first_error_agreement"):
+            results[mode][key] = mean_sd([overall(run, key) for run in results[mode]["runs"]])
+    results["rollout_ratio"] = round(
+        results["per_step"]["rollouts"]["mean"] / results["binary_search"]["rollouts"]["mean"], 2
+    )
+    results["first_error_agreement"] = {mode: results[mode]["first_error_agreement"]["mean"] for mode in labelled}
+    results["first_error_gap"] = mean_sd(
+        [
+            overall(a, "first_error_agreement") - overall(b, "first_error_agreement")
+            for a, b in zip(results["per_step"]["runs"], results["binary_search"]["runs"])
+        ]
+    )
 
     targets = [(s, i) for s in labelled["per_step"] for i in range(len(s.steps) - 1)][: args.reference_prefixes]
     reference = RolloutLabeller(generator, task, args.reference_k, temperature=0.8, top_p=1.0, max_new_tokens=192)

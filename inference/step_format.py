@@ -37,32 +37,34 @@ class StepFormat:
 
 @dataclass
 class EncodedSteps:
-    """Token ids of one joined text, the index of each kept step's scoring token, and what was cut."""
+    """Token ids of one joined text, each kept step's first and scoring token, and what was cut."""
 
     input_ids: list[int]
     step_positions: list[int]
     dropped_steps: int
+    step_starts: list[int]
 
 
 class StepTagError(ValueError):
     """The step tag did not come out as exactly one token where it was placed."""
 
 
-def render(tokenizer, fmt: StepFormat, question: str, steps: list[str]) -> tuple[str, list[int]]:
-    """The joined text and, per step, the character offset one past the character that is scored."""
+def render(tokenizer, fmt: StepFormat, question: str, steps: list[str]) -> tuple[str, list[int], list[int]]:
+    """The joined text and, per step, its first character and one past the character that is scored."""
     if fmt.prompt_template == "chat":
         messages = [{"role": "user", "content": question}]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
         text = question + fmt.step_delimiter
-    ends = []
+    starts, ends = [], []
     for step in steps:
+        starts.append(len(text))
         text += step
         if fmt.step_tag is not None:
             text += fmt.step_tag
         ends.append(len(text))
         text += fmt.step_delimiter
-    return text, ends
+    return text, starts, ends
 
 
 def encode_steps(
@@ -83,15 +85,21 @@ def encode_many(
     rendered = [render(tokenizer, fmt, q, s) for q, s in zip(questions, steps)]
     if not rendered:
         return []
-    encodings = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+    encodings = tokenizer([text for text, _, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
     return [
-        _locate(tokenizer, fmt, ids, offsets, ends, max_length)
-        for ids, offsets, (_, ends) in zip(encodings["input_ids"], encodings["offset_mapping"], rendered)
+        _locate(tokenizer, fmt, ids, offsets, starts, ends, max_length)
+        for ids, offsets, (_, starts, ends) in zip(encodings["input_ids"], encodings["offset_mapping"], rendered)
     ]
 
 
-def _locate(tokenizer, fmt: StepFormat, input_ids, offsets, ends: list[int], max_length: int | None) -> EncodedSteps:
-    """Each step's scoring token from the character offsets, then truncation to `max_length`."""
+def _locate(
+    tokenizer, fmt: StepFormat, input_ids, offsets, starts: list[int], ends: list[int], max_length: int | None
+) -> EncodedSteps:
+    """Each step's first and scoring token from the character offsets, then truncation to `max_length`.
+
+    A step's first token is the token after the previous step's scoring token (the delimiter belongs
+    to the step it opens) and, for the first step, the token holding its first character.
+    """
     positions = []
     for index, end in enumerate(ends):
         token = _token_covering(offsets, end - 1)
@@ -110,7 +118,11 @@ def _locate(tokenizer, fmt: StepFormat, input_ids, offsets, ends: list[int], max
         while keep and positions[keep - 1] >= max_length:
             keep -= 1
     cut = positions[keep - 1] + 1 if keep else min(len(input_ids), max_length or 0)
-    return EncodedSteps(list(input_ids[:cut]), positions[:keep], len(ends) - keep)
+    step_starts = []
+    if positions:
+        first = _token_covering(offsets, starts[0]) if starts[0] < ends[0] else None
+        step_starts = [positions[0] if first is None else first] + [p + 1 for p in positions[:-1]]
+    return EncodedSteps(list(input_ids[:cut]), positions[:keep], len(ends) - keep, step_starts[:keep])
 
 
 def _token_covering(offsets: list[tuple[int, int]], char: int) -> int | None:

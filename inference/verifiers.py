@@ -6,7 +6,9 @@ Kinds, named by the ``kind`` field of a checkpoint's ``ponder.json``:
   token (one logit → sigmoid, two → softmax of class 1);
 - ``prm_causal_lm``: a causal LM that predicts a positive or negative token at a step tag
   (Math-Shepherd's ``ки`` with ``+``/``-``), score = P(positive) / (P(positive) + P(negative));
-- ``orm``: `AutoModelForSequenceClassification`, one score for the whole solution.
+- ``orm``: `AutoModelForSequenceClassification`, one score for the whole solution;
+- ``policy_likelihood``: no training, a baseline every trained PRM must beat: the policy (any causal
+  LM) scores a step by the lowest probability it gives to one of the step's tokens.
 
 `OracleVerifier` wraps a task's oracle step checker: a perfect PRM for the toy world, so search can
 be tested and measured before any PRM is trained. Every verifier counts the sequences and tokens it
@@ -26,7 +28,7 @@ from ponder.inference.step_format import StepFormat, encode_many
 
 METADATA_FILE = "ponder.json"
 AGGREGATIONS = ("last", "min", "prod", "mean")
-VERIFIER_KINDS = ("prm_token_classification", "prm_causal_lm", "orm")
+VERIFIER_KINDS = ("prm_token_classification", "prm_causal_lm", "orm", "policy_likelihood")
 
 
 def aggregate(step_scores: list[float], how: str) -> float:
@@ -139,6 +141,8 @@ class HFVerifier:
         logits = logits.float().cpu()
         if self.kind == "orm":
             return [[_positive_probability(row)] for row in logits]
+        if self.kind == "policy_likelihood":
+            return [_lowest_token_probabilities(logits[row], e) for row, e in enumerate(batch)]
         results = []
         for row, e in enumerate(batch):
             at_steps = logits[row, e.step_positions]
@@ -155,6 +159,16 @@ def _positive_probability(logits: torch.Tensor) -> float:
     if logits.numel() != 2:
         raise ValueError(f"a verifier head must give 1 or 2 logits, got {logits.numel()}")
     return torch.softmax(logits, -1)[1].item()
+
+
+def _lowest_token_probabilities(logits: torch.Tensor, encoded) -> list[float]:
+    """Per step, the lowest probability the model gave one of the step's tokens given what came before."""
+    ids = torch.tensor(encoded.input_ids)
+    logprobs = torch.log_softmax(logits[: len(ids) - 1], -1).gather(-1, ids[1:, None]).squeeze(-1)
+    return [
+        math.exp(logprobs[max(start - 1, 0) : end].min().item())
+        for start, end in zip(encoded.step_starts, encoded.step_positions)
+    ]
 
 
 def _single_token_id(tokenizer, text: str) -> int:
@@ -201,6 +215,7 @@ def load_verifier(path: str | Path, device: str | None = None, **overrides) -> H
         "prm_token_classification": AutoModelForTokenClassification,
         "prm_causal_lm": AutoModelForCausalLM,
         "orm": AutoModelForSequenceClassification,
+        "policy_likelihood": AutoModelForCausalLM,
     }
     if kind not in loaders:
         raise ValueError(f"{metadata_path}: unknown kind {kind!r}; use one of {VERIFIER_KINDS}")

@@ -14,7 +14,7 @@ from ponder.inference.generation import make_generator
 from ponder.inference.tasks import get_task
 from ponder.training.label_quality import agreement
 from ponder.training.labels import LabelConfig
-from ponder.training.rollout_labels import RolloutLabeller, Sample, stepwise_row
+from ponder.training.rollout_labels import RolloutLabeller, Sample, stepwise_row, success_stages
 
 task = get_task("arith")
 PROBLEMS = task.generate(6, level=1, seed=3, split="train")
@@ -55,6 +55,17 @@ def test_per_step_values_and_binary_search_budget(labeller):
     start = labeller.counter.rollouts
     labeller.binary_search(fresh, seed=2)
     assert labeller.counter.rollouts - start < per_step_rollouts
+    probes = [(s, len(s.steps) // 2) for s in samples if len(s.steps) > 1]
+    labeller.estimate(probes, seed=3, stop_at_success=True)
+    for s, j in probes:  # rollouts stop at the first success; a dead prefix used all k
+        assert (s.values[j] > 0 and 1 <= s.rollouts[j] <= 4) or (s.values[j] == 0 and s.rollouts[j] == 4)
+    assert success_stages(8) == [1, 1, 2, 4] and success_stages(5) == [1, 1, 2, 1]
+    right = {(s.problem["id"], tuple(s.steps[: i + 1])) for s in fresh if s.correct for i in range(len(s.steps))}
+    for s in fresh:  # steps shared with a right sample of the problem are positive without rollouts
+        shared = 0
+        while shared < len(s.steps) - 1 and (s.problem["id"], tuple(s.steps[: shared + 1])) in right:
+            shared += 1
+        assert s.values[:shared] == [1.0] * shared and s.rollouts[:shared] == [0] * shared
     for s in fresh:
         assert s.values == sorted(s.values, reverse=True)  # ones, then zeros from the located step
         assert (s.correct and s.values == [1.0] * len(s.steps) and sum(s.rollouts) == 0) or not s.correct

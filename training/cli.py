@@ -8,6 +8,8 @@ import sys
 STAGES = {
     "policy": ("ponder.training.policy", "train a toy policy from scratch (toy world)"),
     "label": ("ponder.training.labels", "Monte-Carlo-rollout PRM labels from the policy's own samples"),
+    "prm": ("ponder.training.prm", "fine-tune a process reward model on stepwise labels"),
+    "orm": ("ponder.training.orm", "fine-tune an outcome reward model on the policy's graded samples"),
     "pipeline": ("ponder.training.pipeline", "run a recipe folder's stages in order, resuming finished ones"),
 }
 

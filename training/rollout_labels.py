@@ -6,8 +6,12 @@ The last step of a sample needs no rollouts: its value is whether the sample its
 
 - ``per_step`` rolls out from every prefix (k · (steps − 1) rollouts per sample).
 - ``binary_search`` locates the first step whose value is 0 on wrong samples by bisection
-  (O(k log M) rollouts; OmegaPRM), and labels right samples positive without rollouts. Its labels are
+  (O(k log M) rollouts; OmegaPRM), and labels right samples positive without rollouts, as well as
+  the steps a wrong sample shares with a right sample of its problem. Its labels are
   hard (1.0 before the located step, 0.0 from it on); `rollouts` shows where evidence was gathered.
+  A probe only asks "does any of k rollouts succeed?", so its rollouts go out in stages of 1, 1, 2,
+  4, … (summing to k) and stop at the first success: the same hard label as k rollouts at once, for
+  fewer rollouts on live prefixes.
 
 All rollouts of a round, over every prefix of every sample of every problem in the batch, go to the
 generator in one call.
@@ -15,6 +19,7 @@ generator in one call.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 from ponder.inference.generation import SamplingParams, chat_prompt
@@ -78,11 +83,20 @@ class RolloutLabeller:
                 samples[-1].append(Sample(problem, question, j, self.task.split_steps(c.text), correct))
         return samples
 
-    def estimate(self, targets: list[tuple[Sample, int]], seed: int) -> None:
+    def estimate(
+        self,
+        targets: list[tuple[Sample, int]],
+        seed: int,
+        stop_at_success: bool = False,
+        known: dict[str, tuple[float, int]] | None = None,
+    ) -> None:
         """Roll out `k` completions from each (sample, step index) prefix and record the value.
 
         Samples of one problem often share their first steps: each distinct prefix is rolled out
-        once and its value given to every sample that has it.
+        once and its value given to every sample that has it. With `stop_at_success`, rollouts go out
+        in stages (`success_stages`) and a prefix stops at its first success; its value is then the
+        success fraction of the rollouts it used. `known` maps prefixes rolled out before (by an
+        earlier call) to (value, rollouts): they are not rolled out again, and new ones are added.
         """
         delimiter = self.task.step_delimiter
         chats: dict[str, str] = {}  # the chat template is rendered once per question
@@ -92,31 +106,58 @@ class RolloutLabeller:
                 chats[sample.prompt] = chat_prompt(self.generator.tokenizer, sample.prompt)
             prefix = self.task.join_steps(sample.steps[: i + 1]) + delimiter
             by_prompt.setdefault(chats[sample.prompt] + prefix, (prefix, []))[1].append((sample, i))
-        if not by_prompt:
-            return
-        outputs = self.generator.generate(list(by_prompt), self._params(self.k, seed))
-        for (prefix, sharing), outs in zip(by_prompt.values(), outputs):
-            gold = sharing[0][0].problem["answer"]
-            value = sum(c.finish_reason == "eos" and self.task.grade(prefix + c.text, gold) for c in outs) / len(outs)
+        known = {} if known is None else known
+        pending = [prompt for prompt in by_prompt if prompt not in known]
+        successes = dict.fromkeys(pending, 0)
+        used = dict.fromkeys(pending, 0)
+        for stage, n in enumerate(success_stages(self.k) if stop_at_success else [self.k]):
+            if not pending:
+                break
+            outputs = self.generator.generate(pending, self._params(n, derive_seed(seed, stage)))
+            for prompt, outs in zip(pending, outputs):
+                prefix, sharing = by_prompt[prompt]
+                gold = sharing[0][0].problem["answer"]
+                successes[prompt] += sum(
+                    c.finish_reason == "eos" and self.task.grade(prefix + c.text, gold) for c in outs
+                )
+                used[prompt] += len(outs)
+                self.counter.rollouts += len(outs)
+                self.counter.generated_tokens += sum(c.num_tokens for c in outs)
+            pending = [prompt for prompt in pending if not (stop_at_success and successes[prompt])]
+        known.update((prompt, (successes[prompt] / used[prompt], used[prompt])) for prompt in successes)
+        for prompt, (_, sharing) in by_prompt.items():
             for sample, j in sharing:
-                sample.values[j], sample.rollouts[j] = value, len(outs)
-            self.counter.rollouts += len(outs)
-            self.counter.generated_tokens += sum(c.num_tokens for c in outs)
+                sample.values[j], sample.rollouts[j] = known[prompt]
 
     def per_step(self, samples: list[Sample], seed: int) -> None:
         self.estimate([(s, i) for s in samples for i in range(len(s.steps) - 1)], seed)
 
     def binary_search(self, samples: list[Sample], seed: int) -> None:
-        """Bisect each wrong sample for its first zero-valued step; right samples are positive throughout."""
-        bounds = {id(s): [0, len(s.steps) - 1] for s in samples if s.steps and not s.correct}
+        """Bisect each wrong sample for its first zero-valued step; right samples are positive throughout.
+
+        A right sample is itself a successful rollout of each of its prefixes, so a wrong sample's
+        steps shared with a right sample of the same problem are positive without rollouts and the
+        bisection starts after them.
+        """
+        right_prefixes = {
+            (s.problem["id"], tuple(s.steps[: i + 1])) for s in samples if s.correct for i in range(len(s.steps))
+        }
+        bounds = {}
+        for s in samples:
+            if s.steps and not s.correct:
+                start = 0
+                while start < len(s.steps) - 1 and (s.problem["id"], tuple(s.steps[: start + 1])) in right_prefixes:
+                    start += 1
+                bounds[id(s)] = [start, len(s.steps) - 1]
         wrong = [s for s in samples if id(s) in bounds]
+        known: dict[str, tuple[float, int]] = {}  # a prefix probed for one sample serves the others
         round_index = 0
         while True:
             open_ = [s for s in wrong if bounds[id(s)][0] < bounds[id(s)][1]]
             if not open_:
                 break
             mids = [(s, sum(bounds[id(s)]) // 2) for s in open_]
-            self.estimate(mids, seed + round_index)
+            self.estimate(mids, derive_seed(seed, "round", round_index), stop_at_success=True, known=known)
             for s, mid in mids:
                 if s.values[mid] > 0:
                     bounds[id(s)][0] = mid + 1
@@ -126,6 +167,19 @@ class RolloutLabeller:
         for s in samples:
             first_zero = bounds[id(s)][0] if id(s) in bounds else len(s.steps)
             s.values = [1.0 if i < first_zero else 0.0 for i in range(len(s.steps))]
+
+
+def derive_seed(*parts) -> int:
+    """A sampling seed for one generation call, distinct for distinct `parts` (e.g. seed, round, stage)."""
+    return zlib.crc32(repr(parts).encode())
+
+
+def success_stages(k: int) -> list[int]:
+    """Stage sizes 1, 1, 2, 4, … that sum to `k` (the last one takes the remainder)."""
+    stages: list[int] = []
+    while sum(stages) < k:
+        stages.append(min(max(1, sum(stages)), k - sum(stages)))
+    return stages
 
 
 def stepwise_row(sample: Sample, after_first_zero: str) -> dict | None:

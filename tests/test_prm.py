@@ -1,0 +1,156 @@
+"""PRM/ORM training end to end on the small policy: heads, saved checkpoints, LoRA, ZeRO-3 on 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ponder.inference.step_format import StepFormat, encode_many
+from ponder.inference.tasks import get_task
+from ponder.inference.verifiers import HFVerifier, load_verifier
+from ponder.training.prm import ADAPTER_DIR, VerifierConfig
+from ponder.training.prm import main as train_prm
+
+
+def stepwise_rows(count: int) -> list[dict]:
+    """Reference solutions and copies with one wrong digit, labelled by the oracle (1 before the error)."""
+    task = get_task("arith")
+    rows = []
+    for problem in task.generate(count, 1, seed=3, split="train"):
+        steps = task.split_steps(task.reference_solution(problem))
+        bad_step = int(problem["id"].rsplit("-", 1)[-1]) % (len(steps) - 1)
+        wrong = list(steps)
+        digit = wrong[bad_step][-1]
+        wrong[bad_step] = wrong[bad_step][:-1] + str((int(digit) + 1) % 10)
+        question = task.make_prompt(problem)
+        rows.append(
+            {
+                "id": problem["id"],
+                "problem_id": problem["id"],
+                "prompt": question,
+                "completions": steps,
+                "labels": [1.0] * len(steps),
+                "answer_correct": True,
+            }
+        )
+        rows.append({"id": problem["id"] + "-x", "problem_id": problem["id"], "prompt": question,
+                     "completions": wrong, "labels": [1.0] * bad_step + [0.0] * (len(steps) - bad_step),
+                     "answer_correct": False})  # fmt: skip
+    return rows
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prm_data") / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in stepwise_rows(48)))
+    return path
+
+
+def prm_args(policy, dataset, output_dir, *extra):
+    return [
+        "--config", "recipes/toy/prm.yaml", "--dataset", str(dataset), "--model_name_or_path", str(policy),
+        "--output_dir", str(output_dir), "--max_steps", "12", "--per_device_train_batch_size", "8",
+        "--learning_rate", "1e-3", "--warmup_steps", "0", "--logging_steps", "4", "--eval_fraction", "0.25",
+        "--oracle_eval_policy", str(policy), "--oracle_eval_levels", "1", "--oracle_eval_problems_per_level", "6",
+        "--oracle_eval_samples", "4", "--oracle_eval_max_new_tokens", "64", "--disable_tqdm", "true", *extra,
+    ]  # fmt: skip
+
+
+def flat(scored) -> list[float]:
+    return [x for s in scored for x in s.step_scores]
+
+
+QUESTIONS = ["0003+0004-0002", "0001+0009"]
+STEPS = [["0003+0004=0007", "0007-0002=0005", "Answer: 0005"], ["0001+0009=0011", "Answer: 0011"]]
+
+
+def test_token_classification_prm_trains_and_reports(small_policy, dataset, tmp_path):
+    record = train_prm(prm_args(small_policy, dataset, tmp_path))
+    saved = json.loads((tmp_path / "eval_results.json").read_text())
+    assert saved["training"]["steps"] == 12 and saved["training"]["data"]["labelled_steps"] > 0
+    for key in ("step_auc", "step_accuracy", "first_error_f1"):
+        assert 0.0 <= saved["label_set"][f"eval_{key}"] <= 1.0
+    oracle = saved["oracle"]
+    assert oracle["verifier"]["all"]["samples"] == oracle["policy_likelihood"]["all"]["samples"] > 0
+    for key in ("step_auc_oracle", "step_auc_within_problem", "first_error_f1"):
+        assert saved[key] == oracle["verifier"]["all"][key] == record[key]
+    metadata = json.loads((tmp_path / "ponder.json").read_text())
+    assert metadata["kind"] == "prm_token_classification" and metadata["step_delimiter"] == "\n"
+    verifier = load_verifier(tmp_path)
+    scores = verifier.score(QUESTIONS, STEPS)
+    assert [len(s.step_scores) for s in scores] == [3, 2]
+    assert all(0.0 < x < 1.0 for s in scores for x in s.step_scores)
+
+
+def test_causal_lm_prm_scores_p_plus_at_the_tags(small_policy, dataset, tmp_path):
+    train_prm(prm_args(small_policy, dataset, tmp_path, "--head", "causal_lm", "--step_tag", "#",
+                       "--num_labels", "2", "--oracle_eval_policy", ""))  # fmt: skip
+    verifier = load_verifier(tmp_path)
+    assert verifier.kind == "prm_causal_lm"
+    scored = verifier.score(QUESTIONS, STEPS)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    plus, minus = tokenizer.convert_tokens_to_ids("+"), tokenizer.convert_tokens_to_ids("-")
+    for encoded, result in zip(encode_many(tokenizer, StepFormat(step_tag="#"), QUESTIONS, STEPS), scored):
+        assert [tokenizer.decode([encoded.input_ids[p]]) for p in encoded.step_positions] == ["#"] * len(
+            encoded.step_positions
+        )
+        with torch.no_grad():
+            logits = model(torch.tensor([encoded.input_ids])).logits[0, encoded.step_positions]
+        direct = torch.softmax(logits[:, [minus, plus]], -1)[:, 1]
+        assert torch.allclose(torch.tensor(result.step_scores), direct, atol=1e-6)
+
+
+def test_lora_adapter_is_saved_and_the_merged_model_scores_alike(small_policy, dataset, tmp_path):
+    from peft import PeftModel
+
+    train_prm(prm_args(small_policy, dataset, tmp_path, "--use_peft", "true", "--lora_r", "4",
+                       "--oracle_eval_policy", ""))  # fmt: skip
+    assert (tmp_path / ADAPTER_DIR / "adapter_config.json").exists()
+    merged = load_verifier(tmp_path)
+    config = VerifierConfig(model_name_or_path=str(small_policy))
+    from ponder.training.prm import load_model
+
+    base = load_model(config, merged.tokenizer)
+    unmerged = PeftModel.from_pretrained(base, tmp_path / ADAPTER_DIR)
+    reference = HFVerifier(unmerged, merged.tokenizer, "prm_token_classification", StepFormat())
+    a, b = merged.score(QUESTIONS, STEPS), reference.score(QUESTIONS, STEPS)
+    assert flat(a) == pytest.approx(flat(b), abs=1e-5)
+    base_scores = HFVerifier(load_model(config, merged.tokenizer), merged.tokenizer, "prm_token_classification",
+                             StepFormat()).score(QUESTIONS, STEPS)  # fmt: skip
+    assert flat(a) != pytest.approx(flat(base_scores), abs=1e-4)
+
+
+def test_orm_labels_the_answer(small_policy, dataset, tmp_path):
+    from ponder.training.orm import main as train_orm
+
+    train_orm(prm_args(small_policy, dataset, tmp_path, "--config", "recipes/toy/orm.yaml", "--oracle_eval_policy", ""))
+    verifier = load_verifier(tmp_path)
+    assert verifier.kind == "orm" and [len(s.step_scores) for s in verifier.score(QUESTIONS, STEPS)] == [1, 1]
+
+
+def test_zero3_on_two_processes_trains_like_one_process(small_policy, dataset, tmp_path):
+    common = ["--head", "token_classification", "--oracle_eval_policy", "", "--eval_fraction", "0", "--seed", "7"]
+    single = tmp_path / "single"
+    args = prm_args(small_policy, dataset, single, *common, "--per_device_train_batch_size", "8")
+    subprocess.run([sys.executable, "-m", "ponder.training.prm", *args], check=True, capture_output=True)
+    zero3 = tmp_path / "zero3"
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/zero3.yaml",
+        "--num_processes", "2", "--mixed_precision", "no", "--zero3_init_flag", "false",
+    ]  # fmt: skip
+    # DeepSpeed on CPU: its CPU accelerator, and gloo named so that accelerate counts the processes.
+    args = prm_args(
+        small_policy, dataset, zero3, *common, "--per_device_train_batch_size", "4", "--ddp_backend", "gloo"
+    )
+    env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+    done = subprocess.run([*launch, "-m", "ponder.training.prm", *args], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    setup = json.loads((zero3 / "eval_results.json").read_text())["training"]["distributed"]
+    assert setup == {"processes": 2, "type": "DEEPSPEED", "zero_stage": 3}
+    a = load_verifier(single).score(QUESTIONS, STEPS)
+    b = load_verifier(zero3).score(QUESTIONS, STEPS)
+    assert flat(a) == pytest.approx(flat(b), abs=1e-4)

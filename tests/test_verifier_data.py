@@ -1,0 +1,119 @@
+"""Verifier features: labels at the inference scoring tokens, floats kept, truncation, bad rows, BPE merges."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from ponder.inference.metrics import auc, first_error_f1, within_group_auc
+from ponder.inference.step_format import StepFormat, encode_steps
+from ponder.training.label_formats import BadRowError
+from ponder.training.toy import build_tokenizer
+from ponder.training.verifier_data import build_features
+from ponder.training.verifier_trainer import StepCollator, step_losses
+
+ROW = {
+    "id": "p0-s0",
+    "problem_id": "p0",
+    "prompt": "0001+0002+0003",
+    "completions": ["0001+0002=0003", "0003+0003=0007", "Answer: 0007"],
+    "labels": [0.375, 0.0, 0.0],
+    "answer_correct": False,
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def test_soft_labels_stay_floats_to_the_loss(tokenizer):
+    features, stats = build_features([ROW], tokenizer, StepFormat(), max_length=None)
+    assert features[0]["labels"] == [0.375, 0.0, 0.0] and stats.labelled_steps == 3
+    batch = StepCollator(tokenizer.pad_token_id)(features)
+    assert batch["labels"].dtype == torch.float32 and batch["labels"][0, 0].item() == 0.375
+    # BCE at logit 0 is log 2 whatever the target; at logit 2 it depends on the soft target.
+    losses = step_losses(torch.tensor([[[2.0]]]), torch.tensor([[0.375]]))
+    expected = -(
+        0.375 * torch.log(torch.sigmoid(torch.tensor(2.0))) + 0.625 * torch.log(torch.sigmoid(torch.tensor(-2.0)))
+    )
+    assert torch.allclose(losses, expected)
+    hard, _ = build_features([ROW], tokenizer, StepFormat(), max_length=None, label_type="hard")
+    assert hard[0]["labels"] == [1.0, 0.0, 0.0]
+
+
+def test_labels_sit_on_the_tokens_inference_scores(tokenizer):
+    features, _ = build_features([ROW], tokenizer, StepFormat(), max_length=None)
+    encoded = encode_steps(tokenizer, StepFormat(), ROW["prompt"], ROW["completions"])
+    assert features[0]["positions"] == encoded.step_positions
+    assert features[0]["input_ids"] == encoded.input_ids
+    orm, _ = build_features([ROW], tokenizer, StepFormat(), max_length=None, target="answer")
+    assert orm[0]["positions"] == encoded.step_positions[-1:] and orm[0]["labels"] == [0.0]
+    last, _ = build_features([ROW], tokenizer, StepFormat(), max_length=None, last_step_only=True)
+    assert last[0]["positions"] == encoded.step_positions[-1:] and last[0]["labels"] == [0.0]
+
+
+def test_truncation_drops_steps_and_counts_them(tokenizer):
+    full = encode_steps(tokenizer, StepFormat(), ROW["prompt"], ROW["completions"])
+    features, stats = build_features([ROW], tokenizer, StepFormat(), max_length=full.step_positions[1] + 1)
+    assert features[0]["positions"] == full.step_positions[:2] and features[0]["labels"] == [0.375, 0.0]
+    assert stats.dropped_steps == 1
+    _, stats = build_features([ROW], tokenizer, StepFormat(), max_length=full.step_positions[0], target="answer")
+    assert stats.features == 0 and stats.rows_without_steps == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"completions": ["0001+0002=0003", "  ", "Answer: 0007"]}, "row 1 \\(id 'bad'\\): empty step"),
+        ({"labels": [1.0, 0.0]}, "row 1 \\(id 'bad'\\): 2 labels for 3 steps"),
+        ({"labels": [1.0, 0.0, 1.5]}, "label 1.5 is not a number in \\[0, 1\\]"),
+        ({"completions": []}, "non-empty list"),
+    ],
+)
+def test_bad_rows_are_named_or_skipped_and_counted(tokenizer, change, message):
+    bad = {**ROW, "id": "bad", **change}
+    with pytest.raises(BadRowError, match=message):
+        build_features([ROW, bad], tokenizer, StepFormat(), max_length=None)
+    features, stats = build_features([ROW, bad], tokenizer, StepFormat(), max_length=None, skip_bad_rows=True)
+    assert len(features) == 1 and stats.bad_rows == 1 and stats.bad_row_examples
+
+
+def bpe_tokenizer():
+    """A byte-level BPE trained here until '.' merges with the '\n\n' delimiter after it."""
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    text = "The sum is 12.\n\nSo the answer is 12.\n\nWe add 3 to it.\n\n" * 200
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator([text], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>")
+
+
+def test_a_delimiter_merged_into_the_last_token_still_labels_the_step():
+    tok = bpe_tokenizer()
+    steps = ["The sum is 12.", "So the answer is 12."]
+    fmt = StepFormat(step_delimiter="\n\n", prompt_template="plain")
+    text = "Q?\n\n" + "\n\n".join(steps) + "\n\n"
+    offsets = tok(text, return_offsets_mapping=True)["offset_mapping"]
+    encoded = encode_steps(tok, fmt, "Q?", steps)
+    last_chars = [text.index(step) + len(step) - 1 for step in steps]
+    for position, char in zip(encoded.step_positions, last_chars):
+        start, stop = offsets[position]
+        assert start <= char < stop  # the labelled token holds the step's final '.'
+        assert stop > char + 1  # ... and, merged with it, the delimiter
+    features, _ = build_features([{"prompt": "Q?", "completions": steps, "labels": [1.0, 0.0]}], tok, fmt, None)
+    assert features[0]["positions"] == encoded.step_positions and features[0]["labels"] == [1.0, 0.0]
+
+
+def test_ranking_metrics():
+    assert auc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
+    assert auc([0.5, 0.5], [True, False]) == 0.5 and auc([0.2], [True]) is None
+    # Pooled AUC rewards knowing that problem B is harder; within problems the order is chance.
+    groups = [([0.9, 0.95, 0.92], [True, True, False]), ([0.1, 0.15, 0.12], [False, False, True])]
+    assert auc([s for g in groups for s in g[0]], [y for g in groups for y in g[1]]) == pytest.approx(6 / 9)
+    assert within_group_auc(groups) == 0.5
+    assert within_group_auc([([0.9, 0.1], [True, False]), ([0.2, 0.1], [True, False])]) == 1.0
+    f1 = first_error_f1([1, None, 0, None], [1, None, 2, 0])
+    assert f1["erroneous_accuracy"] == pytest.approx(1 / 3) and f1["correct_accuracy"] == 1.0
+    assert f1["f1"] == pytest.approx(2 * (1 / 3) / (1 / 3 + 1))

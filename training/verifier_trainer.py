@@ -1,0 +1,127 @@
+"""The verifier trainer: a `transformers.Trainer` that learns a score at chosen token positions.
+
+Features come from `ponder.training.verifier_data` (``input_ids``, scored ``positions``, float
+``labels``). Heads:
+
+- ``token_classification``: logits of `AutoModelForTokenClassification` at the positions; one logit
+  trains with BCE on the (soft) label, two with cross-entropy against [1 − y, y];
+- ``causal_lm``: the LM's logits for the negative and positive tokens at the positions (the step
+  tag), cross-entropy against [1 − y, y], so that an existing chat LM becomes a PRM;
+- ``orm``: `AutoModelForSequenceClassification`'s pooled logits, one label per solution.
+
+The loss is summed over labelled positions and divided by their count over the whole global batch
+(`num_items_in_batch`), so one process with batch 2B and two processes with batch B train alike.
+Evaluation reports step AUC and accuracy against the hard labels and ProcessBench's first-error F1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import Trainer
+
+from ponder.inference.metrics import auc, first_below, first_error_f1
+
+HEADS = {"token_classification": "prm_token_classification", "causal_lm": "prm_causal_lm", "orm": "orm"}
+
+
+class StepCollator:
+    """Right-pads ``input_ids`` (pad id), ``positions`` (0) and ``labels`` (-100) over a batch."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        width = max(len(f["input_ids"]) for f in features)
+        steps = max(len(f["positions"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(features), width), dtype=torch.long)
+        positions = torch.zeros((len(features), steps), dtype=torch.long)
+        labels = torch.full((len(features), steps), -100.0)
+        for row, f in enumerate(features):
+            input_ids[row, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+            attention[row, : len(f["input_ids"])] = 1
+            positions[row, : len(f["positions"])] = torch.tensor(f["positions"])
+            labels[row, : len(f["labels"])] = torch.tensor(f["labels"], dtype=torch.float)
+        return {"input_ids": input_ids, "attention_mask": attention, "positions": positions, "labels": labels}
+
+
+def step_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-position loss of [..., 1] (BCE) or [..., 2] ([negative, positive] cross-entropy) logits."""
+    if logits.shape[-1] == 1:
+        return nn.functional.binary_cross_entropy_with_logits(logits[..., 0], targets, reduction="none")
+    logprobs = torch.log_softmax(logits, -1)
+    return -(targets * logprobs[..., 1] + (1 - targets) * logprobs[..., 0])
+
+
+def positive_probability(logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits[..., 0]) if logits.shape[-1] == 1 else torch.softmax(logits, -1)[..., 1]
+
+
+def disable_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+class VerifierTrainer(Trainer):
+    """`Trainer` with the step-position loss above; `label_token_ids` = [negative, positive] for ``causal_lm``."""
+
+    def __init__(self, *args, head: str, label_token_ids: list[int] | None = None, **kwargs):
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; use one of {sorted(HEADS)}")
+        super().__init__(*args, **kwargs)
+        self.head = head
+        self.label_token_ids = label_token_ids
+        self.model_accepts_loss_kwargs = True  # compute_loss divides by num_items_in_batch itself
+        self._loss_shifts_labels = False  # labels are per scored position, not per next token
+
+    def step_logits(self, model, inputs: dict) -> torch.Tensor:
+        """[batch, positions, classes] logits at the labelled positions."""
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        if self.head == "orm":
+            return logits[:, None, :]
+        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
+        at_positions = logits[rows, inputs["positions"]]
+        if self.head == "causal_lm":
+            at_positions = at_positions[..., self.label_token_ids]
+        return at_positions
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        logits = self.step_logits(model, inputs).float()
+        labels = inputs["labels"]
+        mask = labels.ne(-100)
+        total = (step_losses(logits, labels.clamp(min=0)) * mask).sum()
+        if num_items_in_batch is None:
+            loss = total / mask.sum().clamp(min=1)
+        else:
+            # DDP/DeepSpeed average gradients over processes; the divisor already counts all of them.
+            scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+            loss = total / num_items_in_batch * scale
+        return (loss, logits) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss, logits = self.compute_loss(model, inputs, return_outputs=True)
+        scores = None if prediction_loss_only else positive_probability(logits)
+        return loss.detach(), scores, inputs["labels"]
+
+
+def step_metrics(eval_prediction) -> dict:
+    """Step AUC and accuracy against hard labels (value > 0) and first-error F1, from padded arrays."""
+    scores, labels = np.asarray(eval_prediction.predictions), np.asarray(eval_prediction.label_ids)
+    mask = labels != -100
+    flat_scores, flat_positive = scores[mask].tolist(), (labels[mask] > 0).tolist()
+    predicted, truth = [], []
+    for row_scores, row_labels, row_mask in zip(scores, labels, mask):
+        predicted.append(first_below(row_scores[row_mask].tolist()))
+        truth.append(next((i for i, v in enumerate(row_labels[row_mask]) if v <= 0), None))
+    f1 = first_error_f1(predicted, truth)
+    step_auc = auc(flat_scores, flat_positive)
+    return {
+        "step_auc": step_auc if step_auc is not None else float("nan"),
+        "step_accuracy": float(np.mean([(s >= 0.5) == p for s, p in zip(flat_scores, flat_positive)])),
+        "first_error_f1": f1["f1"] if f1["f1"] is not None else float("nan"),
+    }
