@@ -45,6 +45,11 @@ class EncodedSteps:
     step_starts: list[int]
 
 
+def step_spans(encoded: EncodedSteps) -> list[range]:
+    """Token indices of each kept step, from its first token to its scoring token."""
+    return [range(start, end + 1) for start, end in zip(encoded.step_starts, encoded.step_positions)]
+
+
 class StepTagError(ValueError):
     """The step tag did not come out as exactly one token where it was placed."""
 

@@ -3,12 +3,13 @@
 Kinds, named by the ``kind`` field of a checkpoint's ``ponder.json``:
 
 - ``prm_token_classification``: `AutoModelForTokenClassification`, score read at each step's last
-  token (one logit → sigmoid, two → softmax of class 1);
+  token (one logit → sigmoid, two → softmax of class 1), or with ``read="step_min"`` the lowest
+  token score of the solution so far (a PRM trained to flag the token where a solution goes wrong);
 - ``prm_causal_lm``: a causal LM that predicts a positive or negative token at a step tag
   (Math-Shepherd's ``ки`` with ``+``/``-``), score = P(positive) / (P(positive) + P(negative));
 - ``orm``: `AutoModelForSequenceClassification`, one score for the whole solution;
 - ``policy_likelihood``: no training, a baseline every trained PRM must beat: the policy (any causal
-  LM) scores a step by the lowest probability it gives to one of the step's tokens.
+  LM) scores a step by the lowest probability it gave a token of the solution so far.
 
 `OracleVerifier` wraps a task's oracle step checker: a perfect PRM for the toy world, so search can
 be tested and measured before any PRM is trained. Every verifier counts the sequences and tokens it
@@ -17,6 +18,7 @@ scores.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -24,11 +26,12 @@ from pathlib import Path
 
 import torch
 
-from ponder.inference.step_format import StepFormat, encode_many
+from ponder.inference.step_format import StepFormat, encode_many, step_spans
 
 METADATA_FILE = "ponder.json"
 AGGREGATIONS = ("last", "min", "prod", "mean")
 VERIFIER_KINDS = ("prm_token_classification", "prm_causal_lm", "orm", "policy_likelihood")
+READS = ("step_end", "step_min")
 
 
 def aggregate(step_scores: list[float], how: str) -> float:
@@ -96,9 +99,12 @@ class HFVerifier:
         negative_token: str | None = None,
         max_length: int | None = None,
         max_batch_tokens: int = 65536,
+        read: str = "step_end",
     ):
         if kind not in VERIFIER_KINDS:
             raise ValueError(f"unknown verifier kind {kind!r}; use one of {VERIFIER_KINDS}")
+        if read not in READS or (read == "step_min" and kind != "prm_token_classification"):
+            raise ValueError(f"read must be one of {READS}; 'step_min' is for prm_token_classification, got {read!r}")
         if kind == "prm_causal_lm" and (step_format.step_tag is None or not positive_token or not negative_token):
             raise ValueError("a prm_causal_lm verifier needs step_tag, positive_token and negative_token")
         aggregate([], aggregation)  # validates the name
@@ -109,6 +115,7 @@ class HFVerifier:
         self.aggregation = aggregation
         self.max_length = max_length
         self.max_batch_tokens = max_batch_tokens
+        self.read = read
         self.stats = VerifierStats()
         if kind == "prm_causal_lm":
             self.label_ids = [_single_token_id(tokenizer, t) for t in (negative_token, positive_token)]
@@ -145,6 +152,10 @@ class HFVerifier:
             return [_lowest_token_probabilities(logits[row], e) for row, e in enumerate(batch)]
         results = []
         for row, e in enumerate(batch):
+            if self.read == "step_min":
+                lowest = [min(_positive_probability(x) for x in logits[row, list(span)]) for span in step_spans(e)]
+                results.append(running_min(lowest))
+                continue
             at_steps = logits[row, e.step_positions]
             if self.kind == "prm_causal_lm":
                 at_steps = at_steps[:, self.label_ids]
@@ -162,13 +173,20 @@ def _positive_probability(logits: torch.Tensor) -> float:
 
 
 def _lowest_token_probabilities(logits: torch.Tensor, encoded) -> list[float]:
-    """Per step, the lowest probability the model gave one of the step's tokens given what came before."""
+    """Per step, the lowest probability the model gave a token of the solution up to the step's end."""
     ids = torch.tensor(encoded.input_ids)
     logprobs = torch.log_softmax(logits[: len(ids) - 1], -1).gather(-1, ids[1:, None]).squeeze(-1)
-    return [
-        math.exp(logprobs[max(start - 1, 0) : end].min().item())
-        for start, end in zip(encoded.step_starts, encoded.step_positions)
-    ]
+    return running_min(
+        [
+            math.exp(logprobs[max(start - 1, 0) : end].min().item())
+            for start, end in zip(encoded.step_starts, encoded.step_positions)
+        ]
+    )
+
+
+def running_min(values: list[float]) -> list[float]:
+    """Each value replaced by the lowest so far: a step's score covers the solution up to it."""
+    return list(itertools.accumulate(values, min))
 
 
 def _single_token_id(tokenizer, text: str) -> int:
@@ -237,4 +255,5 @@ def load_verifier(path: str | Path, device: str | None = None, **overrides) -> H
         positive_token=metadata.get("positive_token"),
         negative_token=metadata.get("negative_token"),
         max_length=metadata.get("max_length"),
+        read=metadata.get("read", "step_end"),
     )

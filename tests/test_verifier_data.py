@@ -117,3 +117,34 @@ def test_ranking_metrics():
     f1 = first_error_f1([1, None, 0, None], [1, None, 2, 0])
     assert f1["erroneous_accuracy"] == pytest.approx(1 / 3) and f1["correct_accuracy"] == 1.0
     assert f1["f1"] == pytest.approx(2 * (1 / 3) / (1 / 3 + 1))
+
+
+def test_step_min_labels_every_token_of_a_step_and_scores_by_the_lowest(tokenizer):
+    from transformers import LlamaConfig, LlamaForTokenClassification
+
+    from ponder.inference.step_format import step_spans
+    from ponder.inference.verifiers import HFVerifier
+    from ponder.training.verifier_trainer import lowest_per_step
+
+    features, stats = build_features([ROW], tokenizer, StepFormat(), max_length=None, read="step_min")
+    spans = step_spans(encode_steps(tokenizer, StepFormat(), ROW["prompt"], ROW["completions"]))
+    assert features[0]["positions"] == [p for span in spans for p in span] and stats.labelled_steps == 3
+    assert features[0]["steps"] == [i for i, span in enumerate(spans) for _ in span]
+    assert features[0]["labels"] == [label for label, span in zip(ROW["labels"], spans) for _ in span]
+    scores = torch.tensor([[0.9, 0.5, 0.7, 0.4, 0.8, -100.0]])
+    token_labels = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0, -100.0]])
+    lowest, labels = lowest_per_step(scores, token_labels, torch.tensor([[0, 0, 1, 1, 2, -1]]))
+    assert lowest.tolist() == [[0.5, pytest.approx(0.4), pytest.approx(0.4)]] and labels.tolist() == [[1.0, 0.0, 0.0]]
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForTokenClassification(config).eval()
+    verifier = HFVerifier(model, tokenizer, "prm_token_classification", StepFormat(), read="step_min")
+    scored = verifier.score([ROW["prompt"]], [ROW["completions"]])[0].step_scores
+    with torch.no_grad():
+        probs = torch.sigmoid(model(torch.tensor([features[0]["input_ids"]])).logits[0, :, 0])
+    lowest = [probs[: span[-1] + 1][spans[0][0] :].min().item() for span in spans]  # the solution so far
+    assert scored == pytest.approx(lowest, abs=1e-6)

@@ -26,6 +26,7 @@ from transformers import TrainingArguments, set_seed
 
 from ponder.inference.step_format import StepFormat
 from ponder.inference.tasks import get_task
+from ponder.inference.verifiers import READS
 from ponder.training.configs import parse_config
 from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
 from ponder.training.verifier_data import build_features
@@ -52,6 +53,7 @@ class VerifierConfig:
     positive_token: str = "+"
     negative_token: str = "-"
     aggregation: str = "last"
+    read: str = "step_end"
     max_length: int = 1024
     eval_fraction: float = 0.1
     skip_bad_rows: bool = False
@@ -76,6 +78,8 @@ class VerifierConfig:
             raise ValueError(f"num_labels: 1 (BCE on soft labels) or 2 (two classes), got {self.num_labels}")
         if self.head == "causal_lm" and not self.step_tag:
             raise ValueError("step_tag: a causal_lm PRM reads '+'/'-' at a step tag; set step_tag")
+        if self.read not in READS or (self.read == "step_min" and self.head != "token_classification"):
+            raise ValueError(f"read: one of {READS}; 'step_min' needs head token_classification, got {self.read!r}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction: must be in [0, 1), got {self.eval_fraction}")
 
@@ -140,6 +144,7 @@ def verifier_metadata(config: VerifierConfig) -> dict:
         "positive_token": config.positive_token if config.head == "causal_lm" else None,
         "negative_token": config.negative_token if config.head == "causal_lm" else None,
         "aggregation": config.aggregation,
+        "read": config.read,
         "max_length": config.max_length,
         "label_type": config.label_type,
         "base_model": config.model_name_or_path,
@@ -162,6 +167,7 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         label_type=config.label_type,
         last_step_only=config.train_on_last_step_only,
         skip_bad_rows=config.skip_bad_rows,
+        read=config.read,
     )
     train_features, train_stats = build_features(train_rows, **build)
     eval_features, _ = build_features(eval_rows, **build)

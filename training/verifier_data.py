@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ponder.inference.step_format import StepFormat, encode_many
+from ponder.inference.step_format import StepFormat, encode_many, step_spans
 from ponder.training.label_formats import BadRowError
 
 LABEL_TYPES = ("soft", "hard")
@@ -68,8 +68,14 @@ def build_features(
     label_type: str = "soft",
     last_step_only: bool = False,
     skip_bad_rows: bool = False,
+    read: str = "step_end",
 ) -> tuple[list[dict], FeatureStats]:
-    """Features ``{input_ids, positions, labels}`` for a PRM (`target="steps"`) or an ORM (``"answer"``)."""
+    """Features ``{input_ids, positions, labels, steps}`` for a PRM (`target="steps"`) or an ORM (``"answer"``).
+
+    With ``read="step_end"`` each step is labelled at its scoring token; with ``"step_min"`` at every
+    one of its tokens (the verifier then scores a step by the lowest token so far). `steps` gives the step
+    of each labelled position.
+    """
     if label_type not in LABEL_TYPES:
         raise ValueError(f"label_type must be one of {LABEL_TYPES}, got {label_type!r}")
     if target not in ("steps", "answer"):
@@ -99,17 +105,24 @@ def build_features(
             if enc.dropped_steps:  # the answer step did not fit: nothing to label
                 stats.rows_without_steps += 1
                 continue
-            positions, labels = enc.step_positions[-1:], [1.0 if row["answer_correct"] else 0.0]
+            spans, targets = [enc.step_positions[-1:]], [1.0 if row["answer_correct"] else 0.0]
         else:
             targets = step_targets(row, label_type, last_step_only)
-            positions = enc.step_positions[-1:] if last_step_only else enc.step_positions
-            if last_step_only and enc.dropped_steps:
-                positions = []
-            labels = targets[: len(positions)]
-        if not positions:
+            spans = step_spans(enc) if read == "step_min" else [[p] for p in enc.step_positions]
+            if last_step_only:
+                spans = [] if enc.dropped_steps else spans[-1:]
+        spans = spans[: len(targets)]
+        if not spans:
             stats.rows_without_steps += 1
             continue
-        features.append({"input_ids": enc.input_ids, "positions": positions, "labels": labels})
-        stats.labelled_steps += len(positions)
+        features.append(
+            {
+                "input_ids": enc.input_ids,
+                "positions": [p for span in spans for p in span],
+                "labels": [t for span, t in zip(spans, targets) for _ in span],
+                "steps": [i for i, span in enumerate(spans) for _ in span],
+            }
+        )
+        stats.labelled_steps += len(spans)
     stats.features = len(features)
     return features, stats

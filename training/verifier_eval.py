@@ -1,8 +1,9 @@
 """Judging verifiers against the toy world's oracle on fresh policy samples (held-out test problems).
 
 Per level and overall: pooled step AUC against the oracle's step labels (``step_auc_oracle``), the
-same AUC within problems only (``step_auc_within_problem``: pairs of steps from samples of one
-problem; pooled AUC mostly measures which problems are hard), solution-level AUC within problems,
+same AUC within problems only (``step_auc_within_problem``: pairs of samples of one problem compared
+at the same step, so that neither which problems are hard nor which positions come late can carry
+it; pooled AUC mostly measures those), solution-level AUC within problems,
 ProcessBench's first-error F1, and best-of-N accuracy with the verifier (weighted and naive) against
 majority voting on the same samples. Several verifiers are judged on the very same samples, so a
 trained PRM and the policy-likelihood baseline are compared side by side.
@@ -77,15 +78,16 @@ def _metrics(problems: list[JudgedProblem], scores_of: dict, aggregation: str) -
     bon = {"weighted": 0, "naive": 0, "majority": 0}
     for problem in problems:
         per_sample = scores_of.get(id(problem), [])
-        group_scores, group_truth = [], []
+        at_step: dict[int, tuple[list[float], list[bool]]] = {}
         for sample, scores in zip(problem.samples, per_sample):
-            group_scores += scores
-            group_truth += sample.oracle
+            for i, (score, ok) in enumerate(zip(scores, sample.oracle)):
+                at_step.setdefault(i, ([], []))[0].append(score)
+                at_step[i][1].append(ok)
+            step_scores += scores
+            step_truth += sample.oracle
             predicted.append(first_below(scores))
             truth.append(next((i for i, ok in enumerate(sample.oracle) if not ok), None))
-        step_scores += group_scores
-        step_truth += group_truth
-        step_groups.append((group_scores, group_truth))
+        step_groups += at_step.values()
         totals = [aggregate(scores, aggregation) for scores in per_sample]
         solution_groups.append((totals, [s.correct for s in problem.samples]))
         answers = [s.answer for s in problem.samples]

@@ -27,7 +27,7 @@ HEADS = {"token_classification": "prm_token_classification", "causal_lm": "prm_c
 
 
 class StepCollator:
-    """Right-pads ``input_ids`` (pad id), ``positions`` (0) and ``labels`` (-100) over a batch."""
+    """Right-pads ``input_ids`` (pad id), ``positions`` (0), ``labels`` (-100) and ``steps`` (-1) over a batch."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
@@ -39,12 +39,33 @@ class StepCollator:
         attention = torch.zeros((len(features), width), dtype=torch.long)
         positions = torch.zeros((len(features), steps), dtype=torch.long)
         labels = torch.full((len(features), steps), -100.0)
+        step_of = torch.full((len(features), steps), -1, dtype=torch.long)
         for row, f in enumerate(features):
             input_ids[row, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
             attention[row, : len(f["input_ids"])] = 1
             positions[row, : len(f["positions"])] = torch.tensor(f["positions"])
             labels[row, : len(f["labels"])] = torch.tensor(f["labels"], dtype=torch.float)
-        return {"input_ids": input_ids, "attention_mask": attention, "positions": positions, "labels": labels}
+            step_of[row, : len(f["steps"])] = torch.tensor(f["steps"])
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "positions": positions,
+            "labels": labels,
+            "steps": step_of,
+        }
+
+
+def lowest_per_step(scores: torch.Tensor, labels: torch.Tensor, steps: torch.Tensor) -> tuple:
+    """[batch, positions] scores and labels → [batch, steps]: the lowest score up to each step's end (as
+    the verifier reads ``step_min``; the identity for one position per step) and each step's label."""
+    count = int(steps.max().item()) + 1 if steps.numel() else 1
+    valid, index = steps >= 0, steps.clamp(min=0)
+    lowest = torch.full((scores.shape[0], count), float("inf"), device=scores.device)
+    lowest = lowest.scatter_reduce(1, index, scores.masked_fill(~valid, float("inf")), "amin")
+    step_labels = torch.full((scores.shape[0], count), -100.0, device=scores.device)
+    step_labels = step_labels.scatter_reduce(1, index, labels.masked_fill(~valid, -100.0), "amax")
+    lowest = lowest.cummin(dim=1).values
+    return lowest.masked_fill(step_labels == -100, -100.0), step_labels
 
 
 def step_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -105,8 +126,8 @@ class VerifierTrainer(Trainer):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
             loss, logits = self.compute_loss(model, inputs, return_outputs=True)
-        scores = None if prediction_loss_only else positive_probability(logits)
-        return loss.detach(), scores, inputs["labels"]
+        scores, labels = lowest_per_step(positive_probability(logits), inputs["labels"], inputs["steps"])
+        return loss.detach(), None if prediction_loss_only else scores, labels
 
 
 def step_metrics(eval_prediction) -> dict:
