@@ -30,6 +30,8 @@ def auc(scores: list[float], positive: list[bool]) -> float | None:
 
 def pair_counts(scores: list[float], positive: list[bool]) -> tuple[float, int]:
     """(correctly ordered positive/negative pairs, ties counted half; all such pairs), by ranks."""
+    if len(scores) != len(positive):
+        raise ValueError(f"{len(scores)} scores for {len(positive)} labels")
     order = sorted(range(len(scores)), key=scores.__getitem__)
     ranks = [0.0] * len(scores)
     i = 0

@@ -109,6 +109,8 @@ def test_a_delimiter_merged_into_the_last_token_still_labels_the_step():
 def test_ranking_metrics():
     assert auc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
     assert auc([0.5, 0.5], [True, False]) == 0.5 and auc([0.2], [True]) is None
+    with pytest.raises(ValueError, match="2 scores for 3 labels"):
+        auc([0.1, 0.2], [True, False, True])
     # Pooled AUC rewards knowing that problem B is harder; within problems the order is chance.
     groups = [([0.9, 0.95, 0.92], [True, True, False]), ([0.1, 0.15, 0.12], [False, False, True])]
     assert auc([s for g in groups for s in g[0]], [y for g in groups for y in g[1]]) == pytest.approx(6 / 9)
@@ -148,3 +150,20 @@ def test_step_min_labels_every_token_of_a_step_and_scores_by_the_lowest(tokenize
         probs = torch.sigmoid(model(torch.tensor([features[0]["input_ids"]])).logits[0, :, 0])
     lowest = [probs[: span[-1] + 1][spans[0][0] :].min().item() for span in spans]  # the solution so far
     assert scored == pytest.approx(lowest, abs=1e-6)
+
+
+def test_oracle_report_of_a_one_score_verifier_uses_the_whole_solution_label():
+    from ponder.inference.verifiers import Scored
+    from ponder.training.verifier_eval import JudgedProblem, JudgedSample, judge
+
+    right = JudgedSample(["a", "b", "Answer: 3"], "3", True, [True, True, True])
+    wrong = JudgedSample(["a", "c", "Answer: 4"], "4", False, [True, False, False])
+
+    class OneScore:  # an ORM: one score per solution
+        def score(self, questions, steps):
+            return [Scored([0.9 if s[-1] == "Answer: 3" else 0.2], 10) for s in steps]
+
+    report = judge(OneScore(), [JudgedProblem("q", 2, "3", [right, wrong, wrong])])["all"]
+    assert report["step_auc_oracle"] == report["step_auc_within_problem"] == 1.0
+    assert report["solution_auc_within_problem"] == 1.0 and report["weighted_bon"] == 1.0
+    assert report["majority_bon"] == 0.0

@@ -80,13 +80,14 @@ def _metrics(problems: list[JudgedProblem], scores_of: dict, aggregation: str) -
         per_sample = scores_of.get(id(problem), [])
         at_step: dict[int, tuple[list[float], list[bool]]] = {}
         for sample, scores in zip(problem.samples, per_sample):
-            for i, (score, ok) in enumerate(zip(scores, sample.oracle)):
+            oracle = sample.oracle[-len(scores) :]  # an ORM's one score stands for the whole solution
+            for i, (score, ok) in enumerate(zip(scores, oracle)):
                 at_step.setdefault(i, ([], []))[0].append(score)
                 at_step[i][1].append(ok)
             step_scores += scores
-            step_truth += sample.oracle
+            step_truth += oracle
             predicted.append(first_below(scores))
-            truth.append(next((i for i, ok in enumerate(sample.oracle) if not ok), None))
+            truth.append(next((i for i, ok in enumerate(oracle) if not ok), None))
         step_groups += at_step.values()
         totals = [aggregate(scores, aggregation) for scores in per_sample]
         solution_groups.append((totals, [s.correct for s in problem.samples]))
