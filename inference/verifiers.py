@@ -147,38 +147,41 @@ class HFVerifier:
         logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
         logits = logits.float().cpu()
         if self.kind == "orm":
-            return [[_positive_probability(row)] for row in logits]
+            return [[p] for p in positive_probability(logits).tolist()]
         if self.kind == "policy_likelihood":
             return [_lowest_token_probabilities(logits[row], e) for row, e in enumerate(batch)]
         results = []
         for row, e in enumerate(batch):
             if self.read == "step_min":
-                lowest = [min(_positive_probability(x) for x in logits[row, list(span)]) for span in step_spans(e)]
-                results.append(running_min(lowest))
+                probabilities = positive_probability(logits[row])
+                results.append(
+                    running_min([probabilities[span.start : span.stop].min().item() for span in step_spans(e)])
+                )
                 continue
             at_steps = logits[row, e.step_positions]
             if self.kind == "prm_causal_lm":
                 at_steps = at_steps[:, self.label_ids]
-            results.append([_positive_probability(x) for x in at_steps])
+            results.append(positive_probability(at_steps).tolist())
         return results
 
 
-def _positive_probability(logits: torch.Tensor) -> float:
-    """P(positive) from one logit (sigmoid) or from [negative, positive] logits (softmax)."""
-    if logits.numel() == 1:
-        return torch.sigmoid(logits).item()
-    if logits.numel() != 2:
-        raise ValueError(f"a verifier head must give 1 or 2 logits, got {logits.numel()}")
-    return torch.softmax(logits, -1)[1].item()
+def positive_probability(logits: torch.Tensor) -> torch.Tensor:
+    """P(positive) from [..., 1] logits (sigmoid) or [..., 2] [negative, positive] logits (softmax)."""
+    if logits.shape[-1] == 1:
+        return torch.sigmoid(logits[..., 0])
+    if logits.shape[-1] != 2:
+        raise ValueError(f"a verifier head must give 1 or 2 logits, got {logits.shape[-1]}")
+    return torch.softmax(logits, -1)[..., 1]
 
 
 def _lowest_token_probabilities(logits: torch.Tensor, encoded) -> list[float]:
     """Per step, the lowest probability the model gave a token of the solution up to the step's end."""
     ids = torch.tensor(encoded.input_ids)
-    logprobs = torch.log_softmax(logits[: len(ids) - 1], -1).gather(-1, ids[1:, None]).squeeze(-1)
+    first = max(encoded.step_starts[0] - 1, 0) if encoded.step_starts else 0  # the prompt is not scored
+    logprobs = torch.log_softmax(logits[first : len(ids) - 1], -1).gather(-1, ids[first + 1 :, None]).squeeze(-1)
     return running_min(
         [
-            math.exp(logprobs[max(start - 1, 0) : end].min().item())
+            math.exp(logprobs[max(start - 1, 0) - first : end - first].min().item())
             for start, end in zip(encoded.step_starts, encoded.step_positions)
         ]
     )

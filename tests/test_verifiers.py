@@ -139,3 +139,20 @@ def test_oracle_verifier_is_one_until_the_first_wrong_step():
         1.0,
         1.0,
     ]
+
+
+def test_policy_likelihood_is_the_running_lowest_token_probability(tokenizer):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+    verifier = HFVerifier(model, tokenizer, "policy_likelihood", StepFormat(), aggregation="min")
+    scored = verifier.score(QUESTIONS, STEPS)  # batched with padding
+    for question, steps, result in zip(QUESTIONS, STEPS, scored):
+        encoded = encode_steps(tokenizer, StepFormat(), question, steps)
+        ids = torch.tensor(encoded.input_ids)
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(ids[None]).logits[0, :-1], -1).gather(-1, ids[1:, None])[:, 0]
+        expected, lowest = [], 1.0
+        for start, end in zip(encoded.step_starts, encoded.step_positions):
+            lowest = min(lowest, logprobs[start - 1 : end].exp().min().item())
+            expected.append(lowest)
+        assert result.step_scores == pytest.approx(expected, abs=1e-5)

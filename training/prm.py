@@ -115,8 +115,7 @@ def load_model(config: VerifierConfig, tokenizer):
     auto = (
         AutoModelForTokenClassification if config.head == "token_classification" else AutoModelForSequenceClassification
     )
-    model = auto.from_pretrained(path, num_labels=config.num_labels, pad_token_id=tokenizer.pad_token_id)
-    return model
+    return auto.from_pretrained(path, num_labels=config.num_labels, pad_token_id=tokenizer.pad_token_id)
 
 
 def with_lora(model, config: VerifierConfig):
@@ -249,7 +248,7 @@ def merge_adapter(config: VerifierConfig, tokenizer, output_dir: Path) -> None:
 def oracle_evaluation(config: VerifierConfig, checkpoint: Path) -> dict:
     """The trained verifier and the policy-likelihood baseline, judged on the same fresh samples."""
     from ponder.inference.generation import make_generator
-    from ponder.inference.verifiers import load_verifier
+    from ponder.inference.verifiers import HFVerifier, load_verifier
     from ponder.training.verifier_eval import judge, sample_problems
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -266,13 +265,13 @@ def oracle_evaluation(config: VerifierConfig, checkpoint: Path) -> dict:
         max_new_tokens=config.oracle_eval_max_new_tokens,
     )
     verifier = load_verifier(checkpoint, device=device)
-    baseline = load_verifier(
-        config.oracle_eval_policy,
-        device=device,
-        kind="policy_likelihood",
-        step_tag=None,
+    # The policy that sampled is the baseline verifier too: no second copy is loaded.
+    baseline = HFVerifier(
+        generator.model,
+        generator.tokenizer,
+        "policy_likelihood",
+        StepFormat(step_delimiter=task.step_delimiter),
         aggregation="min",
-        step_delimiter=task.step_delimiter,
     )
     return {
         "bon_n": config.oracle_eval_samples,

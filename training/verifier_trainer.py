@@ -22,6 +22,7 @@ from torch import nn
 from transformers import Trainer
 
 from ponder.inference.metrics import auc, first_below, first_error_f1
+from ponder.inference.verifiers import positive_probability
 
 HEADS = {"token_classification": "prm_token_classification", "causal_lm": "prm_causal_lm", "orm": "orm"}
 
@@ -74,10 +75,6 @@ def step_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy_with_logits(logits[..., 0], targets, reduction="none")
     logprobs = torch.log_softmax(logits, -1)
     return -(targets * logprobs[..., 1] + (1 - targets) * logprobs[..., 0])
-
-
-def positive_probability(logits: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(logits[..., 0]) if logits.shape[-1] == 1 else torch.softmax(logits, -1)[..., 1]
 
 
 def disable_dropout(model: nn.Module) -> None:
