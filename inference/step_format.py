@@ -5,31 +5,46 @@ so the labelled token in training is exactly the scored token at inference (TRL'
 tokenized steps separately and joined them at inference, and the labelled token could move).
 With a step tag (Math-Shepherd's ``ки``) each step is followed by the tag and the score is read at
 the tag, which must be exactly one token in context; without one the score is read at the token
-that holds the step's last character (an empty step is read at the delimiter before it).
+that holds the step's last character (an empty step is read at the delimiter before it). In the
+``chat_turns`` layout (RLHFlow's PRMs) each step is a user turn answered by a fixed assistant reply,
+and the score is read at the last token before the reply.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+PROMPT_TEMPLATES = ("chat", "plain", "chat_turns")
+
 
 @dataclass(frozen=True)
 class StepFormat:
     """Text layout of a scored solution; stored in a verifier's ``ponder.json``.
 
-    `prompt_template` is ``"chat"`` (the question as a user turn, steps as the assistant's answer)
-    or ``"plain"`` (question, delimiter, steps).
+    `prompt_template` is ``"chat"`` (the question as a user turn, steps as the assistant's answer),
+    ``"plain"`` (question, separator, steps; begun the way the tokenizer begins any text, e.g. with its
+    BOS token) or ``"chat_turns"`` (each step a user turn, the first one prefixed by the question and
+    the separator, each answered by the assistant with `turn_reply`; `step_delimiter` and `step_tag`
+    are unused). `question_separator` defaults to the step delimiter; `system_prompt`, when set, opens
+    the chat layouts. The delimiter may be empty when a step tag alone separates the steps.
     """
 
     step_delimiter: str = "\n"
     step_tag: str | None = None
     prompt_template: str = "chat"
+    question_separator: str | None = None
+    system_prompt: str | None = None
+    turn_reply: str | None = None
 
     def __post_init__(self):
-        if self.prompt_template not in ("chat", "plain"):
-            raise ValueError(f"prompt_template must be 'chat' or 'plain', got {self.prompt_template!r}")
-        if not self.step_delimiter:
-            raise ValueError("step_delimiter must not be empty")
+        if self.prompt_template not in PROMPT_TEMPLATES:
+            raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}")
+        if not self.step_delimiter and self.step_tag is None and self.prompt_template != "chat_turns":
+            raise ValueError("step_delimiter must not be empty unless a step tag separates the steps")
+        if (self.prompt_template == "chat_turns") != (self.turn_reply is not None):
+            raise ValueError("turn_reply is the assistant's reply in the 'chat_turns' layout: set it there only")
+        if self.prompt_template == "chat_turns" and self.step_tag is not None:
+            raise ValueError("the 'chat_turns' layout reads scores before the reply; it takes no step_tag")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,11 +71,12 @@ class StepTagError(ValueError):
 
 def render(tokenizer, fmt: StepFormat, question: str, steps: list[str]) -> tuple[str, list[int], list[int]]:
     """The joined text and, per step, its first character and one past the character that is scored."""
+    if fmt.prompt_template == "chat_turns":
+        return _render_turns(tokenizer, fmt, question, steps)
     if fmt.prompt_template == "chat":
-        messages = [{"role": "user", "content": question}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = _chat_prefix(tokenizer, fmt, [{"role": "user", "content": question}])
     else:
-        text = question + fmt.step_delimiter
+        text = question + _question_separator(fmt)
     starts, ends = [], []
     for step in steps:
         starts.append(len(text))
@@ -69,6 +85,41 @@ def render(tokenizer, fmt: StepFormat, question: str, steps: list[str]) -> tuple
             text += fmt.step_tag
         ends.append(len(text))
         text += fmt.step_delimiter
+    return text, starts, ends
+
+
+def _question_separator(fmt: StepFormat) -> str:
+    return fmt.step_delimiter if fmt.question_separator is None else fmt.question_separator
+
+
+def _chat_prefix(tokenizer, fmt: StepFormat, messages: list[dict]) -> str:
+    """The chat template's text for the system prompt (if any) and `messages`, up to the assistant's turn."""
+    system = [] if fmt.system_prompt is None else [{"role": "system", "content": fmt.system_prompt}]
+    return tokenizer.apply_chat_template(system + messages, tokenize=False, add_generation_prompt=True)
+
+
+def _render_turns(tokenizer, fmt: StepFormat, question: str, steps: list[str]) -> tuple[str, list[int], list[int]]:
+    """The ``chat_turns`` layout: each step a user turn; a step is scored at the end of the text before its reply.
+
+    The text ends where the last reply would begin. Each step's first character is its last occurrence
+    in its turn (the turn's start when the template rewrote the step).
+    """
+    if not steps:
+        return _chat_prefix(tokenizer, fmt, [{"role": "user", "content": question}]), [], []
+    messages, text, starts, ends = [], "", [], []
+    for index, step in enumerate(steps):
+        if index:
+            messages.append({"role": "assistant", "content": fmt.turn_reply})
+            text += fmt.turn_reply
+        content = question + _question_separator(fmt) + step if index == 0 else step
+        messages.append({"role": "user", "content": content})
+        extended = _chat_prefix(tokenizer, fmt, messages)
+        if not extended.startswith(text):
+            raise ValueError("the chat template does not render a conversation as an extension of its first turns")
+        found = extended.rfind(step, len(text)) if step else -1
+        starts.append(found if found >= 0 else len(text))
+        text = extended
+        ends.append(len(text))
     return text, starts, ends
 
 
@@ -90,7 +141,11 @@ def encode_many(
     rendered = [render(tokenizer, fmt, q, s) for q, s in zip(questions, steps)]
     if not rendered:
         return []
-    encodings = tokenizer([text for text, _, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+    encodings = tokenizer(
+        [text for text, _, _ in rendered],
+        add_special_tokens=fmt.prompt_template == "plain",  # chat templates write their special tokens
+        return_offsets_mapping=True,
+    )
     return [
         _locate(tokenizer, fmt, ids, offsets, starts, ends, max_length)
         for ids, offsets, (_, starts, ends) in zip(encodings["input_ids"], encodings["offset_mapping"], rendered)
@@ -117,6 +172,10 @@ def _locate(
                 )
         elif token is None:
             raise ValueError(f"step {index}: no token covers its last character")
+        elif fmt.turn_reply is not None and offsets[token][1] != end:
+            raise StepTagError(
+                f"the reply {fmt.turn_reply!r} after step {index} shares a token with the text before it"
+            )
         positions.append(token)
     keep = len(positions)
     if max_length is not None:

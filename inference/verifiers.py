@@ -6,14 +6,16 @@ Kinds, named by the ``kind`` field of a checkpoint's ``ponder.json``:
   token (one logit → sigmoid, two → softmax of class 1), or with ``read="step_min"`` the lowest
   token score of the solution so far (a PRM trained to flag the token where a solution goes wrong);
 - ``prm_causal_lm``: a causal LM that predicts a positive or negative token at a step tag
-  (Math-Shepherd's ``ки`` with ``+``/``-``), score = P(positive) / (P(positive) + P(negative));
+  (Math-Shepherd's ``ки`` with ``+``/``-``) or before the reply of the ``chat_turns`` layout (RLHFlow),
+  score = P(positive) / (P(positive) + P(negative));
 - ``orm``: `AutoModelForSequenceClassification`, one score for the whole solution;
 - ``policy_likelihood``: no training, a baseline every trained PRM must beat: the policy (any causal
   LM) scores a step by the lowest probability it gave a token of the solution so far.
 
 `OracleVerifier` wraps a task's oracle step checker: a perfect PRM for the toy world, so search can
 be tested and measured before any PRM is trained. Every verifier counts the sequences and tokens it
-scores.
+scores. Third-party PRMs (Math-Shepherd, Qwen2.5-Math-PRM, RLHFlow) load by naming their layout, one
+of `PRM_FORMATS`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
+from ponder.inference.prm_formats import PRM_FORMATS
 from ponder.inference.step_format import StepFormat, encode_many, step_spans
 
 METADATA_FILE = "ponder.json"
@@ -105,8 +108,11 @@ class HFVerifier:
             raise ValueError(f"unknown verifier kind {kind!r}; use one of {VERIFIER_KINDS}")
         if read not in READS or (read == "step_min" and kind != "prm_token_classification"):
             raise ValueError(f"read must be one of {READS}; 'step_min' is for prm_token_classification, got {read!r}")
-        if kind == "prm_causal_lm" and (step_format.step_tag is None or not positive_token or not negative_token):
-            raise ValueError("a prm_causal_lm verifier needs step_tag, positive_token and negative_token")
+        reads_somewhere = step_format.step_tag is not None or step_format.turn_reply is not None
+        if kind == "prm_causal_lm" and not (reads_somewhere and positive_token and negative_token):
+            raise ValueError(
+                "a prm_causal_lm verifier needs step_tag (or the chat_turns layout), positive_token and negative_token"
+            )
         aggregate([], aggregation)  # validates the name
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -139,7 +145,8 @@ class HFVerifier:
     @torch.no_grad()
     def _score_batch(self, batch) -> list[list[float]]:
         width = max(len(e.input_ids) for e in batch)
-        input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        pad_id = self.tokenizer.pad_token_id or 0  # masked out: any id does for tokenizers without one (Llama 3)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
         for row, e in enumerate(batch):
             input_ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
@@ -213,11 +220,14 @@ def _length_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]
     return batches
 
 
-def load_verifier(path: str | Path, device: str | None = None, **overrides) -> HFVerifier:
-    """Load a verifier checkpoint; its ``ponder.json`` says how it scores, `overrides` replace fields.
+def load_verifier(path: str | Path, device: str | None = None, format: str | None = None, **overrides) -> HFVerifier:
+    """Load a verifier checkpoint; its ``ponder.json`` says how it scores.
 
-    Third-party checkpoints without ``ponder.json`` load when the fields are passed as overrides
-    (e.g. ``kind="prm_causal_lm", step_tag=" ки", positive_token="+", negative_token="-"``).
+    A checkpoint without one (a third-party PRM) loads by naming its layout, ``format=`` one of
+    `PRM_FORMATS` (e.g. ``"math-shepherd"``), whose fields replace ``ponder.json``'s; `overrides` replace
+    single fields (e.g. ``aggregation="min"``, or a whole layout: ``kind="prm_causal_lm", step_tag=" ки",
+    positive_token="+", negative_token="-"``). A checkpoint that lacks weights of the model its kind
+    loads (say, a head of another shape or name) is an error, never a randomly initialised head.
     """
     from transformers import (
         AutoModelForCausalLM,
@@ -226,11 +236,16 @@ def load_verifier(path: str | Path, device: str | None = None, **overrides) -> H
         AutoTokenizer,
     )
 
+    if format is not None and format not in PRM_FORMATS:
+        raise ValueError(f"unknown PRM format {format!r}; use one of {sorted(PRM_FORMATS)}")
     metadata_path = Path(path) / METADATA_FILE
     metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
+    metadata.update(PRM_FORMATS.get(format, {}))
     metadata.update(overrides)
     if "kind" not in metadata:
-        raise ValueError(f"{metadata_path}: no 'kind'; pass kind= one of {VERIFIER_KINDS}")
+        raise ValueError(
+            f"{metadata_path}: no 'kind'; pass format= one of {sorted(PRM_FORMATS)} or kind= one of {VERIFIER_KINDS}"
+        )
     kind = metadata["kind"]
     loaders = {
         "prm_token_classification": AutoModelForTokenClassification,
@@ -240,15 +255,14 @@ def load_verifier(path: str | Path, device: str | None = None, **overrides) -> H
     }
     if kind not in loaders:
         raise ValueError(f"{metadata_path}: unknown kind {kind!r}; use one of {VERIFIER_KINDS}")
-    model = loaders[kind].from_pretrained(path)
+    model, loading = loaders[kind].from_pretrained(path, output_loading_info=True)
+    if loading["missing_keys"]:
+        missing = sorted(loading["missing_keys"])
+        raise ValueError(f"{path}: no weights for {missing[:4]}{' ...' if len(missing) > 4 else ''} of a {kind} model")
     if device is not None:
         model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    step_format = StepFormat(
-        step_delimiter=metadata.get("step_delimiter", "\n"),
-        step_tag=metadata.get("step_tag"),
-        prompt_template=metadata.get("prompt_template", "chat"),
-    )
+    step_format = StepFormat(**{f.name: metadata[f.name] for f in fields(StepFormat) if f.name in metadata})
     return HFVerifier(
         model,
         tokenizer,

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from datasets import load_from_disk
@@ -132,15 +133,17 @@ def test_two_processes_and_resume_after_kill_give_the_same_dataset(small_policy,
     assert _rows(killed) == _rows(single)
 
 
-def test_push_to_hub_sends_the_merged_dataset(small_policy, tmp_path, monkeypatch):
-    from datasets import Dataset
-
-    from ponder.training.labels import main
+def test_push_to_hub_sends_the_merged_dataset_with_its_stats(small_policy, tmp_path, monkeypatch):
+    from ponder.training import labels
 
     pushed = []
-    monkeypatch.setattr(Dataset, "push_to_hub", lambda self, repo_id, **kwargs: pushed.append((repo_id, len(self))))
+
+    def record_push(folder, repo_id):
+        pushed.append((repo_id, json.loads((Path(folder) / "stats.json").read_text())["rows"]))
+
+    monkeypatch.setattr(labels, "push_dataset", record_push)  # ponder.training.hub.push_dataset; tested in test_hub
     args = stage_args(small_policy, tmp_path, "--push_to_hub", "true", "--hub_dataset_id", "me/arith-labels")
-    stats = main(args[2:])  # in this process: the Hub is the only thing mocked
+    stats = labels.main(args[2:])  # in this process: the Hub is the only thing mocked
     assert pushed == [("me/arith-labels", stats["rows"])] and stats["rows"] > 0
     with pytest.raises(ValueError, match="push_to_hub: set hub_dataset_id"):
         LabelConfig(push_to_hub=True)

@@ -14,6 +14,7 @@ except ImportError:
     pass
 import ponder.inference, ponder.inference.generation, ponder.inference.metrics, ponder.inference.step_format
 from ponder.inference.search import beam_search, best_of_n, dvts, lookahead_search
+from ponder.inference.compute_optimal import ComputeOptimalSolver, load_solver
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import OracleVerifier, load_verifier
 task = get_task("arith")

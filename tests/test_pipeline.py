@@ -1,28 +1,63 @@
-"""`ponder pipeline`: runs the recipe folder's stages as subprocesses and resumes finished ones."""
+"""`ponder pipeline`: every stage of recipes/toy-tiny as subprocesses, killed mid-stage, then resumed."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
-TINY = ["--levels", "1", "--hidden_size", "32", "--num_layers", "1", "--num_heads", "2", "--intermediate_size", "64",
-        "--max_steps", "5", "--eval_problems_per_level", "2", "--eval_samples", "2", "--eval_max_new_tokens", "24",
-        "--disable_tqdm", "true"]  # fmt: skip
+import pytest
+
+from ponder.training.cli import STAGES
+from ponder.training.pipeline import STAGE_ORDER, parse_overrides, redirected_inputs
+
+TINY_STAGES = [s for s in STAGE_ORDER if Path(f"recipes/toy-tiny/{s}.yaml").exists()]
 
 
-def run(output_dir):
-    command = [sys.executable, "-m", "ponder.training.cli", "pipeline", "recipes/toy", "--output_dir", str(output_dir)]
-    return subprocess.run(command + TINY, capture_output=True, text=True, check=True).stdout
+def pipeline(output_dir) -> list[str]:
+    command = [sys.executable, "-m", "ponder.training.cli", "pipeline", "recipes/toy-tiny"]
+    return command + ["--output_dir", str(output_dir)]
 
 
-def test_pipeline_runs_then_resumes(tmp_path):
-    first = run(tmp_path)
-    assert "[1/1] policy: " in first and "policy pass@1 per level: L1" in first
-    marker = json.loads((tmp_path / "policy" / "stage_complete.json").read_text())
-    assert marker["seconds"] > 0 and "ponder.training.policy" in marker["command"]
-    assert (tmp_path / "policy" / "eval.json").exists()
+def test_pipeline_killed_in_a_stage_resumes_without_redoing_finished_stages(tmp_path):
+    process = subprocess.Popen(
+        pipeline(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 600
+    while not list((tmp_path / "label" / "shards").glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)  # the pipeline and the stage it runs, as a crash would
+    process.wait()
+    assert (tmp_path / "policy" / "stage_complete.json").exists()
+    assert not (tmp_path / "label" / "stage_complete.json").exists()
+    policy_mtime = (tmp_path / "policy" / "model.safetensors").stat().st_mtime
 
-    second = run(tmp_path)
-    assert "policy: complete, skipped" in second
+    second = subprocess.run(pipeline(tmp_path), capture_output=True, text=True, check=True).stdout
+    assert f"[1/{len(TINY_STAGES)}] policy: complete, skipped" in second
+    assert (tmp_path / "policy" / "model.safetensors").stat().st_mtime == policy_mtime
+    for stage in TINY_STAGES:
+        marker = json.loads((tmp_path / stage / "stage_complete.json").read_text())
+        assert marker["seconds"] > 0 and STAGES[stage][0] in marker["command"]
+    # inputs followed --output_dir: the label stage sampled from this run's policy
+    assert json.loads((tmp_path / "label" / "stats.json").read_text())["config"]["policy"] == str(tmp_path / "policy")
+    assert "policy pass@1: L1" in second and "labels: " in second and "revision pass@1 turn 1 -> last: L1" in second
+
+
+def test_inputs_follow_the_output_folder_and_overrides_are_checked(tmp_path):
+    flags = redirected_inputs(Path("recipes/toy/prm.yaml"), Path("outputs/toy"), tmp_path)
+    assert flags[flags.index("--dataset") + 1] == str(tmp_path / "label" / "dataset")
+    assert flags[flags.index("--model_name_or_path") + 1] == str(tmp_path / "policy")
+    assert "--output_dir" not in flags
+    assert redirected_inputs(Path("recipes/toy/prm.yaml"), Path("outputs/toy"), Path("outputs/toy")) == []
+    assert parse_overrides(["policy.max_steps=5", "policy.levels=1 2"], ["policy"]) == {
+        "policy": ["--max_steps", "5", "--levels", "1", "2"]
+    }
+    with pytest.raises(SystemExit, match="no stage 'nope'"):
+        parse_overrides(["nope.x=1"], ["policy"])
+    with pytest.raises(SystemExit, match="use STAGE.KEY=VALUE"):
+        parse_overrides(["policy"], ["policy"])
 
 
 def test_missing_recipe_folder_is_named(tmp_path):

@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ponder.inference.step_format import StepFormat, encode_many
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import HFVerifier, load_verifier
-from ponder.training.prm import ADAPTER_DIR, VerifierConfig
+from ponder.training.lora import ADAPTER_DIR
+from ponder.training.prm import VerifierConfig
 from ponder.training.prm import main as train_prm
 
 

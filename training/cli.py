@@ -10,7 +10,11 @@ STAGES = {
     "label": ("ponder.training.labels", "Monte-Carlo-rollout PRM labels from the policy's own samples"),
     "prm": ("ponder.training.prm", "fine-tune a process reward model on stepwise labels"),
     "orm": ("ponder.training.orm", "fine-tune an outcome reward model on the policy's graded samples"),
+    "revisions": ("ponder.training.revisions", "on-policy revision trajectories from the policy's own samples"),
+    "revision": ("ponder.training.revision", "fine-tune a revision model on revision trajectories (TRL SFT)"),
+    "evaluate": ("ponder.training.evaluate", "strategies x budgets on test problems, difficulty bins, compute-optimal"),
     "pipeline": ("ponder.training.pipeline", "run a recipe folder's stages in order, resuming finished ones"),
+    "push": ("ponder.training.hub", "upload a checkpoint (with a model card) or a dataset folder to the Hub"),
 }
 
 

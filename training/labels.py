@@ -12,24 +12,20 @@ resumes and ends with the same dataset as an uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
 from ponder.inference.generation import make_generator
 from ponder.inference.tasks import get_task
 from ponder.training.configs import config_to_dict, parse_config
+from ponder.training.hub import push_dataset
 from ponder.training.label_quality import agreement
-from ponder.training.outputs import write_json_atomic, write_text_atomic
+from ponder.training.outputs import write_json_atomic
 from ponder.training.rollout_labels import MODES, RolloutLabeller, stepwise_row
-from ponder.training.shards import merge_shards, run_shards, split_into_shards
+from ponder.training.shards import process_state, run_sharded_stage, save_rows
 
 logger = logging.getLogger(__name__)
 AFTER_FIRST_ZERO = ("keep", "drop")
@@ -122,52 +118,32 @@ def summarize(config: LabelConfig, shard_stats: list[dict], rows: list[dict], ta
 
 def run_labels(config: LabelConfig) -> dict | None:
     """Label every shard this process owns; on the main process merge and write the outputs."""
-    from accelerate import PartialState
-    from datasets import Dataset
-
-    state = PartialState()
-    if state.num_processes > 1 and state.device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))
+    state = process_state()
     task = get_task(config.task)
     problems = [
         p for level in config.levels for p in task.generate(config.problems_per_level, level, config.seed, config.split)
     ]
-    output_dir = Path(config.output_dir)
     start = time.monotonic()
     generator = make_generator(config.policy, backend=config.backend, device=str(state.device))
     labeller = RolloutLabeller(
         generator, task, config.rollouts, config.temperature, config.top_p, config.max_new_tokens
     )
-    bar = tqdm(desc=f"label shards (process {state.process_index})", disable=not state.is_local_main_process)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    computed = run_shards(
+    merged = run_sharded_stage(
+        state,
         problems,
         config.shard_size,
-        output_dir,
+        config.output_dir,
         lambda index, shard: label_shard(labeller, config, index, list(shard)),
-        state.process_index,
-        state.num_processes,
-        progress,
     )
-    bar.close()
-    logger.info("process %d computed %d shards", state.process_index, computed)
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    if merged is None:
         return None
-    rows, shard_stats = merge_shards(output_dir, len(split_into_shards(problems, config.shard_size)))
-    dataset = Dataset.from_list(rows)
-    dataset.save_to_disk(str(output_dir / "dataset"))
-    write_text_atomic(output_dir / "labels.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    rows, shard_stats = merged
+    save_rows(config.output_dir, rows, "labels.jsonl")
     stats = summarize(config, shard_stats, rows, task, time.monotonic() - start)
     stats["config"] = config_to_dict(config)
-    write_json_atomic(output_dir / "stats.json", stats)
+    write_json_atomic(Path(config.output_dir) / "stats.json", stats)
     if config.push_to_hub:
-        dataset.push_to_hub(config.hub_dataset_id)
+        push_dataset(config.output_dir, config.hub_dataset_id)
     return stats
 
 

@@ -3,7 +3,13 @@
 Each stage `S` with a recipe `DIR/S.yaml` runs as ``python -m ponder.training.S --config DIR/S.yaml
 --output_dir OUT/S`` (through ``accelerate launch`` when the folder holds `accelerate.yaml` and the
 stage trains). A stage counts as complete once it exits cleanly and `OUT/S/stage_complete.json` is
-written, so a rerun after a crash resumes at the first unfinished stage.
+written, so a rerun after a crash resumes at the first unfinished stage (and a stage that writes
+shards resumes inside itself).
+
+Recipes name their inputs by the folder's default outputs (``outputs/toy/policy``); when the
+pipeline writes elsewhere (``--output_dir``), every recipe value under ``outputs/<folder name>/``
+is redirected to the same place under the chosen output folder. ``--set STAGE.KEY=VALUE`` overrides
+one key of one stage.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+from ponder.training.cli import STAGES
+from ponder.training.configs import load_yaml
 from ponder.training.outputs import write_json_atomic
 
-STAGE_ORDER = ["policy"]
-DISTRIBUTED_STAGES: set[str] = set()
+STAGE_ORDER = ["policy", "label", "prm", "orm", "revisions", "revision", "evaluate"]
+DISTRIBUTED_STAGES = {"policy", "label", "prm", "orm", "revisions", "revision"}
 COMPLETE_MARKER = "stage_complete.json"
 
 
@@ -28,15 +36,43 @@ def stage_command(stage: str, recipe: Path, output_dir: Path, accelerate_config:
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     else:
         launcher = [sys.executable]
-    return [*launcher, "-m", f"ponder.training.{stage}", "--config", str(recipe), "--output_dir", str(output_dir)]
+    module = STAGES[stage][0]
+    return [*launcher, "-m", module, "--config", str(recipe), "--output_dir", str(output_dir)]
 
 
-def run_pipeline(recipe_dir: Path, output_root: Path, extra_args: list[str]) -> dict:
+def redirected_inputs(recipe: Path, default_root: Path, output_root: Path) -> list[str]:
+    """``--key value`` flags that move the recipe's paths under `default_root` to `output_root`."""
+    if default_root.resolve() == output_root.resolve():
+        return []
+    flags = []
+    for key, value in load_yaml(recipe).items():
+        if key != "output_dir" and isinstance(value, str) and Path(value).is_relative_to(default_root):
+            flags += [f"--{key}", str(output_root / Path(value).relative_to(default_root))]
+    return flags
+
+
+def parse_overrides(settings: list[str], stages: list[str]) -> dict[str, list[str]]:
+    """``STAGE.KEY=VALUE`` settings as per-stage ``--KEY VALUE`` flags; an unknown stage is named."""
+    flags: dict[str, list[str]] = {}
+    for setting in settings:
+        name, separator, value = setting.partition("=")
+        stage, dot, key = name.partition(".")
+        if not separator or not dot or not key:
+            raise SystemExit(f"--set {setting!r}: use STAGE.KEY=VALUE, e.g. policy.max_steps=100")
+        if stage not in stages:
+            raise SystemExit(f"--set {setting!r}: no stage {stage!r} in this recipe folder ({', '.join(stages)})")
+        flags.setdefault(stage, []).extend([f"--{key}", *value.split()])
+    return flags
+
+
+def run_pipeline(recipe_dir: Path, output_root: Path, settings: list[str] = ()) -> dict:
     """Run every stage of `recipe_dir` that is not complete yet; returns a per-stage record."""
     stages = [s for s in STAGE_ORDER if (recipe_dir / f"{s}.yaml").exists()]
     if not stages:
         raise SystemExit(f"{recipe_dir}: no stage recipes found (expected some of {', '.join(STAGE_ORDER)} .yaml)")
+    overrides = parse_overrides(list(settings), stages)
     accelerate_config = recipe_dir / "accelerate.yaml"
+    default_root = Path("outputs") / recipe_dir.resolve().name
     record = {}
     for number, stage in enumerate(stages, 1):
         output_dir = output_root / stage
@@ -45,10 +81,9 @@ def run_pipeline(recipe_dir: Path, output_root: Path, extra_args: list[str]) -> 
             print(f"[{number}/{len(stages)}] {stage}: complete, skipped ({marker})", flush=True)
             record[stage] = json.loads(marker.read_text()) | {"skipped": True}
             continue
-        command = stage_command(
-            stage, recipe_dir / f"{stage}.yaml", output_dir, accelerate_config if accelerate_config.exists() else None
-        )
-        command += extra_args
+        recipe = recipe_dir / f"{stage}.yaml"
+        command = stage_command(stage, recipe, output_dir, accelerate_config if accelerate_config.exists() else None)
+        command += redirected_inputs(recipe, default_root, output_root) + overrides.get(stage, [])
         print(f"[{number}/{len(stages)}] {stage}: {' '.join(command)}", flush=True)
         start = time.monotonic()
         result = subprocess.run(command)
@@ -59,14 +94,50 @@ def run_pipeline(recipe_dir: Path, output_root: Path, extra_args: list[str]) -> 
     return record
 
 
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _per_level(values: dict) -> str:
+    return ", ".join(f"L{level} {value:.2f}" for level, value in values.items())
+
+
 def summary(output_root: Path) -> str:
-    """Headline numbers of the stages that have run."""
+    """Headline numbers of the stages that have run, each with the file it comes from."""
     lines = []
-    policy_eval = output_root / "policy" / "eval.json"
-    if policy_eval.exists():
-        record = json.loads(policy_eval.read_text())
-        lines.append("policy pass@1 per level: " + ", ".join(f"L{k} {v:.2f}" for k, v in record["pass_at_1"].items()))
-        lines.append(f"policy eval: {policy_eval}")
+    if policy := _read(output_root / "policy" / "eval.json"):
+        lines.append(f"policy pass@1: {_per_level(policy['pass_at_1'])}  ({output_root / 'policy' / 'eval.json'})")
+    if labels := _read(output_root / "label" / "stats.json"):
+        agreement = labels.get("oracle_agreement", {}).get("all", {}).get("step_agreement")
+        lines.append(
+            f"labels: {labels['rows']} solutions, {labels['rollouts']} rollouts ({labels['mode']})"
+            + (f", step agreement with the oracle {agreement:.3f}" if agreement is not None else "")
+        )
+    for kind in ("prm", "orm"):
+        if (verifier := _read(output_root / kind / "eval_results.json")) and "oracle" in verifier:
+            judged = verifier["oracle"]["verifier"]["all"]
+            lines.append(
+                f"{kind}: within-problem AUC step {_number(judged['step_auc_within_problem'])}, "
+                f"solution {_number(judged['solution_auc_within_problem'])}; weighted BoN "
+                f"{_number(judged['weighted_bon'])} vs majority {_number(judged['majority_bon'])}"
+                f"  ({output_root / kind / 'eval_results.json'})"
+            )
+    if revision := _read(output_root / "revision" / "eval.json"):
+        turns = revision.get("pass_at_1_per_turn", {})
+        lines.append(
+            "revision pass@1 turn 1 -> last: "
+            + ", ".join(f"L{level} {values[0]:.2f}->{values[-1]:.2f}" for level, values in turns.items())
+        )
+    report = output_root / "evaluate" / "report.md"
+    if report.exists():
+        headline = _read(output_root / "evaluate" / "report.json") or {}
+        if "efficiency_ratio" in headline:
+            lines.append(f"compute-optimal efficiency ratio: {headline['efficiency_ratio']}")
+        lines.append(f"report: {report}")
     return "\n".join(lines)
 
 
@@ -74,11 +145,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ponder pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("recipe_dir", type=Path, help="folder of stage recipes, e.g. recipes/toy")
     parser.add_argument("--output_dir", type=Path, default=None, help="default: outputs/<recipe folder name>")
-    args, extra = parser.parse_known_args(argv)
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", help="override a stage key")
+    args = parser.parse_args(argv)
     if not args.recipe_dir.is_dir():
         raise SystemExit(f"ponder pipeline: {args.recipe_dir} is not a folder")
     output_root = args.output_dir or Path("outputs") / args.recipe_dir.resolve().name
-    run_pipeline(args.recipe_dir, output_root, extra)
+    run_pipeline(args.recipe_dir, output_root, args.set)
     print(summary(output_root), flush=True)
 
 

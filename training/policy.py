@@ -25,6 +25,7 @@ from ponder.training.configs import parse_config
 from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
 from ponder.training.policy_eval import evaluate_policy
 from ponder.training.toy import build_model, build_tokenizer
+from ponder.training.trainer_push import HubPush
 
 logger = logging.getLogger(__name__)
 
@@ -174,13 +175,20 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
         config.length_grouping,
     )
     stop_rule = StopRule(config.loss_target, config.max_train_minutes)
+    metadata = {
+        "kind": "policy",
+        "task": config.task,
+        "step_delimiter": ArithTask.step_delimiter,
+        "prompt": "chat_template",
+    }
+    hub_push = HubPush(args, metadata, config, args)
     trainer = Trainer(
         model=model,
-        args=args,
+        args=hub_push.trainer_args,
         train_dataset=stream,
         data_collator=PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[stop_rule],
+        callbacks=[stop_rule, hub_push],
     )
     start = time.monotonic()
     result = trainer.train()
@@ -201,15 +209,11 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
         "parameters": model.num_parameters(),
         "loss_curve": loss_curve,
     }
-    write_checkpoint_metadata(
-        args.output_dir,
-        {"kind": "policy", "task": config.task, "step_delimiter": ArithTask.step_delimiter, "prompt": "chat_template"},
-        config,
-        args,
-    )
+    write_checkpoint_metadata(args.output_dir, metadata, config, args)
     model.config.use_cache = True
     record = evaluate_policy(model, tokenizer, ArithTask(), config) | {"training": training}
     write_json_atomic(Path(args.output_dir) / "eval.json", record)
+    hub_push.push_final(args.output_dir)
     return record
 
 

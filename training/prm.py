@@ -28,16 +28,17 @@ from ponder.inference.step_format import StepFormat
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import READS
 from ponder.training.configs import parse_config
+from ponder.training.lora import ADAPTER_DIR, LoraSettings, merge_adapter, with_lora
 from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
+from ponder.training.trainer_push import HubPush
 from ponder.training.verifier_data import build_features
 from ponder.training.verifier_trainer import HEADS, StepCollator, VerifierTrainer, disable_dropout, step_metrics
 
 logger = logging.getLogger(__name__)
-ADAPTER_DIR = "adapter"
 
 
 @dataclass
-class VerifierConfig:
+class VerifierConfig(LoraSettings):
     """Data, model, head and evaluation of a verifier run; training keys are `TrainingArguments`."""
 
     dataset: str = "outputs/toy/label/dataset"
@@ -58,11 +59,6 @@ class VerifierConfig:
     eval_fraction: float = 0.1
     skip_bad_rows: bool = False
     disable_dropout: bool = True
-    use_peft: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     oracle_eval_policy: str | None = "outputs/toy/policy"
     oracle_eval_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     oracle_eval_problems_per_level: int = 50
@@ -118,23 +114,6 @@ def load_model(config: VerifierConfig, tokenizer):
     return auto.from_pretrained(path, num_labels=config.num_labels, pad_token_id=tokenizer.pad_token_id)
 
 
-def with_lora(model, config: VerifierConfig):
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    task_type = {"token_classification": TaskType.TOKEN_CLS, "orm": TaskType.SEQ_CLS, "causal_lm": TaskType.CAUSAL_LM}
-    lora = LoraConfig(
-        task_type=task_type[config.head],
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.lora_target_modules[0]
-        if config.lora_target_modules == ["all-linear"]
-        else config.lora_target_modules,
-        modules_to_save=None if config.head == "causal_lm" else ["score"],
-    )
-    return get_peft_model(model, lora)
-
-
 def verifier_metadata(config: VerifierConfig) -> dict:
     return {
         "kind": HEADS[config.head],
@@ -175,14 +154,16 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
     if config.disable_dropout:
         disable_dropout(model)
     if config.use_peft:
-        model = with_lora(model, config)
+        task_types = {"token_classification": "TOKEN_CLS", "orm": "SEQ_CLS", "causal_lm": "CAUSAL_LM"}
+        model = with_lora(model, config, task_types[config.head], None if config.head == "causal_lm" else ["score"])
     label_token_ids = None
     if config.head == "causal_lm":
         label_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in (config.negative_token, config.positive_token)]
     args.remove_unused_columns = False
+    hub_push = HubPush(args, verifier_metadata(config), config, args)
     trainer = VerifierTrainer(
         model=model,
-        args=args,
+        args=hub_push.trainer_args,
         train_dataset=train_features,
         eval_dataset=eval_features or None,
         data_collator=StepCollator(tokenizer.pad_token_id),
@@ -190,6 +171,7 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         compute_metrics=step_metrics,
         head=config.head,
         label_token_ids=label_token_ids,
+        callbacks=[hub_push],
     )
     start = time.monotonic()
     result = trainer.train()
@@ -201,7 +183,7 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
     if not trainer.is_world_process_zero():
         return {}
     if config.use_peft:
-        merge_adapter(config, tokenizer, output_dir)
+        merge_adapter(load_model(config, tokenizer), output_dir)
     tokenizer.save_pretrained(output_dir)
     write_checkpoint_metadata(output_dir, verifier_metadata(config), config, args)
     record = {
@@ -220,6 +202,7 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         record["oracle"] = oracle_evaluation(config, output_dir)
         record.update({key: record["oracle"]["verifier"]["all"][key] for key in ORACLE_HEADLINES})
     write_json_atomic(output_dir / "eval_results.json", record)
+    hub_push.push_final(output_dir)
     return record
 
 
@@ -234,15 +217,6 @@ def distributed_setup(accelerator) -> dict:
 
 
 ORACLE_HEADLINES = ("step_auc_oracle", "step_auc_within_problem", "first_error_f1")
-
-
-def merge_adapter(config: VerifierConfig, tokenizer, output_dir: Path) -> None:
-    """Load the saved adapter onto a fresh base model, merge, and save the full model at `output_dir`."""
-    from peft import PeftModel
-
-    base = load_model(config, tokenizer)
-    merged = PeftModel.from_pretrained(base, output_dir / ADAPTER_DIR).merge_and_unload()
-    merged.save_pretrained(output_dir)
 
 
 def oracle_evaluation(config: VerifierConfig, checkpoint: Path) -> dict:

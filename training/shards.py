@@ -9,13 +9,17 @@ process merges the shard files in order once all processes are done.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ponder.training.outputs import write_json_atomic
+import torch
+
+from ponder.training.outputs import write_json_atomic, write_text_atomic
 
 SHARD_DIR = "shards"
+logger = logging.getLogger(__name__)
 
 
 def shard_path(output_dir: str | os.PathLike, index: int) -> Path:
@@ -65,3 +69,43 @@ def merge_shards(output_dir: str | os.PathLike, num_shards: int) -> tuple[list[d
         rows += shard["rows"]
         stats.append(shard["stats"])
     return rows, stats
+
+
+def process_state():
+    """accelerate's view of the launch; CPU threads are split between the processes of one machine."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1 and state.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // state.num_processes))
+    return state
+
+
+def run_sharded_stage(
+    state, items: Sequence, shard_size: int, output_dir: str | os.PathLike, compute: Callable[[int, Sequence], dict]
+) -> tuple[list[dict], list[dict]] | None:
+    """`run_shards` on every process with a progress bar, then the merged rows and stats on the main process."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=f"shards (process {state.process_index})", disable=not state.is_local_main_process)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    computed = run_shards(items, shard_size, output_dir, compute, state.process_index, state.num_processes, progress)
+    bar.close()
+    logger.info("process %d computed %d shards", state.process_index, computed)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    return merge_shards(output_dir, len(split_into_shards(items, shard_size)))
+
+
+def save_rows(output_dir: str | os.PathLike, rows: list[dict], jsonl_name: str) -> None:
+    """The rows as a `datasets` dataset in `output_dir/dataset` and an exact JSONL export."""
+    from datasets import Dataset
+
+    Dataset.from_list(rows).save_to_disk(str(Path(output_dir) / "dataset"))
+    write_text_atomic(Path(output_dir) / jsonl_name, "".join(json.dumps(row) + "\n" for row in rows))

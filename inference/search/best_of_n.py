@@ -21,23 +21,7 @@ def best_of_n(
     if unknown:
         raise ValueError(f"unknown selection(s) {unknown}; use {SELECTIONS}")
     searched = Searched(rows, setup)
-    task = setup.task
-    outputs = setup.generator.generate(searched.prompts, setup.sampling(n, "best_of_n", step=False))
-    samples = [
-        [
-            Candidate(
-                problem,
-                task.split_steps(c.text),
-                finished=True,
-                answer=task.extract_answer(c.text) if c.finish_reason == "eos" else None,
-                generated_tokens=c.num_tokens,
-            )
-            for c in completions
-        ]
-        for problem, completions in enumerate(outputs)
-    ]
-    if set(selections) - {"majority"}:
-        searched.score([c for per_problem in samples for c in per_problem])
+    samples = sample_solutions(searched, n, "best_of_n", score=bool(set(selections) - {"majority"}))
     results = []
     for problem, candidates in enumerate(samples):
         for budget in budgets:
@@ -59,3 +43,28 @@ def best_of_n(
                     )
                 )
     return results
+
+
+def sample_solutions(searched: Searched, n: int, purpose: str, score: bool = True) -> list[list[Candidate]]:
+    """`n` full solutions per searched problem in one generator call, verifier-scored when `score`.
+
+    A solution that did not end with EOS has no answer. The seed is derived from `purpose`.
+    """
+    task = searched.setup.task
+    outputs = searched.setup.generator.generate(searched.prompts, searched.setup.sampling(n, purpose, step=False))
+    samples = [
+        [
+            Candidate(
+                problem,
+                task.split_steps(c.text),
+                finished=True,
+                answer=task.extract_answer(c.text) if c.finish_reason == "eos" else None,
+                generated_tokens=c.num_tokens,
+            )
+            for c in completions
+        ]
+        for problem, completions in enumerate(outputs)
+    ]
+    if score:
+        searched.score([c for per_problem in samples for c in per_problem])
+    return samples

@@ -117,9 +117,11 @@ class Searched:
             self.ledger.verifier_calls[candidate.problem] += 1
 
     def result_row(self, problem: int, strategy: str, budget: int, answer: str | None, **spent) -> dict:
-        """One result row in the format every search returns."""
+        """One result row in the format every search returns; `correct` is None for a problem without gold."""
         row = self.rows[problem]
-        correct = answer is not None and self.setup.task.check_answer(answer, row["answer"])
+        correct = (
+            None if "answer" not in row else answer is not None and self.setup.task.check_answer(answer, row["answer"])
+        )
         result = {"id": row["id"], "strategy": strategy, "budget": budget, "answer": answer, "correct": correct}
         if "level" in row:
             result["level"] = row["level"]

@@ -29,13 +29,31 @@ class Task(Protocol):
     def grade(self, text: str, gold: str) -> bool: ...
 
 
+def split_on_delimiter(text: str, delimiter: str) -> list[str]:
+    """Steps of a solution; one trailing delimiter is ignored, empty steps inside are kept."""
+    if text.endswith(delimiter):
+        text = text[: -len(delimiter)]
+    return text.split(delimiter) if text else []
+
+
+TASK_NAMES = ("arith", "math", "gsm8k")
+
+
 def get_task(name: str) -> Task:
-    """Return the task registered under `name` (e.g. ``"arith"``)."""
+    """Return the task registered under `name` (one of `TASK_NAMES`)."""
     if name == "arith":
         from ponder.inference.tasks.arith import ArithTask
 
         return ArithTask()
-    raise ValueError(f"unknown task {name!r}; known tasks: 'arith'")
+    if name == "math":
+        from ponder.inference.tasks.math import MathTask
+
+        return MathTask()
+    if name == "gsm8k":
+        from ponder.inference.tasks.gsm8k import GSM8KTask
+
+        return GSM8KTask()
+    raise ValueError(f"unknown task {name!r}; known tasks: {TASK_NAMES}")
 
 
-__all__ = ["Task", "get_task"]
+__all__ = ["TASK_NAMES", "Task", "get_task", "split_on_delimiter"]

@@ -25,6 +25,8 @@ import re
 import zlib
 from dataclasses import dataclass
 
+from ponder.inference.tasks import split_on_delimiter
+
 STEP_DELIMITER = "\n"
 ANSWER_PREFIX = "Answer: "
 TEST_SPLIT_MODULUS = 10
@@ -150,9 +152,7 @@ def diagnose(problem: str, text: str) -> StepError | None:
 
 def split_steps(text: str) -> list[str]:
     """Steps of a solution; one trailing delimiter is ignored, empty steps inside are kept."""
-    if text.endswith(STEP_DELIMITER):
-        text = text[: -len(STEP_DELIMITER)]
-    return text.split(STEP_DELIMITER) if text else []
+    return split_on_delimiter(text, STEP_DELIMITER)
 
 
 def extract_answer(text: str) -> str | None:

@@ -1,0 +1,138 @@
+"""Revision loops: P parallel chains of L sequential attempts (budget N = P·L generations).
+
+Each attempt of a chain sees the question and the chain's last `context_window` attempts as a chat
+(user: question, assistant: attempt, user: instruction, assistant: attempt, ..., user: instruction),
+the layout a revision model is fine-tuned on (DESIGN.md §3). A chain's first attempt sees the
+question alone, so it is a plain sample. All chains of all problems advance one turn per batched
+generator call.
+
+The answer is chosen either by flat majority over every attempt, or hierarchically (Snell et al.):
+verifier-weighted best-of-N within each chain, then across the chain winners.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+from ponder.inference.generation import SamplingParams
+from ponder.inference.metrics import majority_answer
+from ponder.inference.verifiers import aggregate
+
+DEFAULT_INSTRUCTION = "Your answer is wrong. Solve it again: {problem}"
+REVISION_SELECTIONS = ("majority", "hierarchical")
+
+
+@dataclass(frozen=True)
+class RevisionFormat:
+    """How attempts are shown to the model; stored in a revision checkpoint's ``ponder.json``.
+
+    `instruction` is the user turn after each attempt; ``{problem}`` in it is replaced by the question
+    (a tiny model keeps track of the question better when it is repeated right before the answer).
+    """
+
+    instruction: str = DEFAULT_INSTRUCTION
+    context_window: int = 4
+
+    def __post_init__(self):
+        if self.context_window < 0:
+            raise ValueError(f"context_window must be at least 0, got {self.context_window}")
+
+    def messages(self, question: str, attempts: list[str]) -> list[dict]:
+        """The chat for the next attempt: the question, then the last `context_window` attempts."""
+        shown = attempts[-self.context_window :] if self.context_window else []
+        messages = [{"role": "user", "content": question}]
+        for attempt in shown:
+            messages.append({"role": "assistant", "content": attempt})
+            messages.append({"role": "user", "content": self.instruction.format(problem=question)})
+        return messages
+
+    def prompt(self, tokenizer, question: str, attempts: list[str]) -> str:
+        """The chat-formatted prompt for the next attempt, ready for the assistant's answer."""
+        return tokenizer.apply_chat_template(
+            self.messages(question, attempts), tokenize=False, add_generation_prompt=True
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Attempt:
+    """One attempt of a chain: its text, extracted answer (None if unfinished) and the compute it cost."""
+
+    text: str
+    answer: str | None
+    num_tokens: int
+    score: float = 0.0
+    verifier_tokens: int = 0
+
+
+Chains = list[list[Attempt]]  # one problem's chains, each a list of attempts in turn order
+
+
+def run_chains(
+    generator,
+    task,
+    rows: list[dict],
+    chains: int,
+    length: int,
+    fmt: RevisionFormat,
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+) -> list[Chains]:
+    """`chains` chains of `length` attempts for every problem in `rows`; one generator call per turn."""
+    if chains < 1 or length < 1:
+        raise ValueError(f"chains and length must be at least 1, got {chains} and {length}")
+    questions = [task.make_prompt(row) for row in rows]
+    results: list[Chains] = [[[] for _ in range(chains)] for _ in rows]
+    for turn in range(length):
+        params = SamplingParams(
+            n=1,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            seed=zlib.crc32(f"revision:{seed}:{turn}".encode()),
+        )
+        slots = [(p, c) for p in range(len(rows)) for c in range(chains)]
+        prompts = [fmt.prompt(generator.tokenizer, questions[p], [a.text for a in results[p][c]]) for p, c in slots]
+        for (p, c), (completion,) in zip(slots, generator.generate(prompts, params)):
+            answer = task.extract_answer(completion.text) if completion.finish_reason == "eos" else None
+            results[p][c].append(Attempt(completion.text, answer, completion.num_tokens))
+    return results
+
+
+def score_attempts(verifier, task, rows: list[dict], per_problem: list[Chains], aggregation: str = "last") -> None:
+    """Set every attempt's verifier score (question + attempt steps), in one batched verifier call."""
+    attempts = [(p, a) for p, chains in enumerate(per_problem) for chain in chains for a in chain]
+    questions = [task.make_prompt(rows[p]) for p, _ in attempts]
+    outputs = verifier.score(questions, [task.split_steps(a.text) for _, a in attempts])
+    for (_, attempt), output in zip(attempts, outputs):
+        attempt.score = aggregate(output.step_scores, aggregation)
+        attempt.verifier_tokens = output.num_tokens
+
+
+def select_from_chains(chains: Chains, how: str) -> str | None:
+    """The chosen answer of one problem's chains: flat `majority`, or `hierarchical` weighted selection.
+
+    Hierarchical: within each chain, the answer with the highest summed verifier score wins and
+    carries that sum; across chains, the winner answer with the highest total of carried sums.
+    Attempts without an answer never take part.
+    """
+    if how == "majority":
+        return majority_answer([a.answer for chain in chains for a in chain])
+    if how != "hierarchical":
+        raise ValueError(f"unknown revision selection {how!r}; use one of {REVISION_SELECTIONS}")
+    across: dict[str, float] = defaultdict(float)
+    for chain in chains:
+        within: dict[str, float] = defaultdict(float)
+        for attempt in chain:
+            if attempt.answer is not None:
+                within[attempt.answer] += attempt.score
+        if within:
+            winner = max(within, key=within.__getitem__)
+            across[winner] += within[winner]
+    return max(across, key=across.__getitem__) if across else None

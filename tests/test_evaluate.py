@@ -1,0 +1,86 @@
+"""`ponder evaluate` end to end on a small policy with the oracle verifier: files, figures, resume."""
+
+import json
+import shutil
+
+import pytest
+from datasets import load_from_disk
+
+from ponder.inference.compute_optimal import load_solver
+from ponder.inference.revision import RevisionFormat
+from ponder.inference.tasks import get_task
+from ponder.training import evaluate as evaluate_stage
+
+STRATEGIES = "bon_naive bon_majority bon_weighted beam_m2 beam_sqrt dvts_m2 lookahead_k1_m2 revision_l2"
+TINY = ["--config", "recipes/toy/evaluate.yaml", "--prm", "oracle", "--levels", "1", "--problems_per_level", "8",
+        "--max_budget", "4", "--difficulty_samples", "4", "--probe_samples", "2", "--difficulty_bins", "2",
+        "--compare_budget", "4", "--solver_check_budget", "4", "--max_step_tokens", "24",
+        "--max_solution_tokens", "64", "--strategies", *STRATEGIES.split()]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def revision_checkpoint(small_policy, tmp_path_factory):
+    """The small policy labelled as a revision model: any causal LM can run revision chains."""
+    folder = tmp_path_factory.mktemp("revision") / "model"
+    shutil.copytree(small_policy, folder)
+    metadata = {"kind": "revision", "revision_format": RevisionFormat().to_dict()}
+    (folder / "ponder.json").write_text(json.dumps(metadata))
+    return folder
+
+
+def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "eval"
+    args = TINY + ["--policy", str(small_policy), "--revision", str(revision_checkpoint), "--output_dir", str(out)]
+    report = evaluate_stage.main(args)
+
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert len(load_from_disk(str(out / "rows"))) == len(rows)
+    by_key = {(r["id"], r["strategy"], r["budget"]): r for r in rows}
+    assert len(by_key) == len(rows)
+    expected_budgets = {
+        "bon_weighted": [1, 2, 4], "beam_m2": [2, 4], "beam_sqrt": [4], "dvts_m2": [2, 4],
+        "lookahead_k1_m2": [4], "revision_l2": [2, 4],
+    }  # fmt: skip
+    for strategy, budgets in expected_budgets.items():
+        assert sorted({r["budget"] for r in rows if r["strategy"] == strategy}) == budgets
+    policy_parameters = report["parameters"]["policy"]
+    for row in rows:
+        assert row["generations"] == row["budget"]
+        assert row["flops"] == 2 * policy_parameters * row["generated_tokens"]  # the oracle reads no model tokens
+    assert all(r["n"] == 2 for r in rows if r["strategy"] == "lookahead_k1_m2")  # N·(k+1) = 4 generations
+
+    # report figures are the rows' figures
+    for strategy, per_budget in report["accuracy"].items():
+        for budget, accuracy in per_budget.items():
+            group = [r["correct"] for r in rows if r["strategy"] == strategy and r["budget"] == int(budget)]
+            assert accuracy == pytest.approx(sum(group) / len(group))
+    eff = report["efficiency"]["oracle_bins"]
+    assert eff["reference_accuracy_at_cap"] == report["accuracy"]["bon_weighted"]["4"]
+    if eff["budget_reaching_it"] is not None:
+        assert report["efficiency_ratio"] == 4 / eff["budget_reaching_it"]
+        assert report["compute_optimal"]["oracle"]["cv_accuracy"][str(eff["budget_reaching_it"])] >= eff[
+            "reference_accuracy_at_cap"
+        ]
+    assert set(report["compute_optimal"]) == {"oracle", "predicted", "absolute", "single"}
+    check = report["solver_check"]
+    assert check["budget"] == 4 and check["mean_generations"] <= 4 and 0 <= check["accuracy"] <= 1
+    assert "not run" in report["flops_matched"] and "revision_l2" not in report["skipped_strategies"]
+    for name in ("report.json", "report.md", "accuracy_vs_budget.png", "accuracy_per_bin.png", "revision_heatmap.png"):
+        assert (out / name).stat().st_size > 0
+    assert "efficiency ratio" in (out / "report.md").read_text()
+
+    # the saved policy loads with its checkpoints and answers new problems
+    solver = load_solver(out / "compute_optimal.json")
+    problems = get_task("arith").generate(2, level=1, seed=99)
+    assert [r["id"] for r in solver.solve(problems, budget=4)] == [p["id"] for p in problems]
+
+    # a rerun finds every run on disk; other problem settings on the same folder are refused
+    def no_new_runs(*_args, **_kwargs):
+        raise AssertionError("a finished run was executed again")
+
+    monkeypatch.setattr(evaluate_stage, "execute", no_new_runs)
+    monkeypatch.setattr(evaluate_stage, "difficulty_rows", no_new_runs)
+    monkeypatch.setattr(evaluate_stage, "solver_check", no_new_runs)
+    assert evaluate_stage.main(args)["accuracy"] == report["accuracy"]
+    with pytest.raises(ValueError, match="problems_per_level"):
+        evaluate_stage.main(args + ["--problems_per_level", "4"])

@@ -1,0 +1,149 @@
+"""Revisions: trajectory construction, the chat layout and its loss mask, the chain loop, the SFT stage."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+from rapidfuzz.distance import Levenshtein
+from transformers import AutoTokenizer
+
+from ponder.inference.generation import make_generator
+from ponder.inference.revision import Attempt, RevisionFormat, run_chains, select_from_chains
+from ponder.inference.tasks import get_task
+from ponder.training.revisions import build_trajectories
+
+FMT = RevisionFormat("Again: {problem}", context_window=4)
+CORRECT = "1+2=3\nAnswer: 3"
+WRONG = ["1+2=4\nAnswer: 4", "1+2=9\nAnswer: 9", "7+7=7\nAnswer: 77", "1+2=5\nAnswer: 5", "0+0=0\nAnswer: 0"]
+
+
+def attempts_of(trajectory) -> list[str]:
+    return [m["content"] for m in trajectory["prompt"] if m["role"] == "assistant"]
+
+
+def test_trajectories_draw_j_within_bounds_and_end_on_the_nearest_wrong_attempt():
+    rng = random.Random(0)
+    seen_j = set()
+    for _ in range(200):
+        wrong = WRONG[: rng.randint(0, len(WRONG))]
+        (trajectory,) = build_trajectories("1+2", [CORRECT], wrong, 4, FMT, rng)
+        shown = attempts_of(trajectory)
+        j = trajectory["num_wrong"]
+        seen_j.add(j)
+        assert j == len(shown) <= min(4, len(wrong)) and len(set(shown)) == j and set(shown) <= set(wrong)
+        if j:
+            nearest = min(wrong, key=lambda w: Levenshtein.distance(w, CORRECT))
+            assert shown[-1] == nearest and trajectory["edit_distance"] == Levenshtein.distance(nearest, CORRECT)
+        else:
+            assert trajectory["edit_distance"] is None and trajectory["prompt"] == [{"role": "user", "content": "1+2"}]
+        assert trajectory["completion"] == [{"role": "assistant", "content": CORRECT}]
+    assert seen_j == {0, 1, 2, 3, 4}
+
+
+def test_fewer_wrong_attempts_than_drawn_and_duplicates():
+    rng = random.Random(1)
+    trajectories = build_trajectories("1+2", [CORRECT] * 50, [WRONG[0], WRONG[0]], 4, FMT, rng)
+    # one distinct wrong solution: j is 0 or 1, and identical trajectories are kept once
+    assert sorted(t["num_wrong"] for t in trajectories) == [0, 1]
+
+
+def test_chat_layout_shows_the_last_attempts_and_repeats_the_question():
+    messages = FMT.messages("1+2", [f"try {i}" for i in range(7)])
+    roles = [m["role"] for m in messages]
+    assert roles == ["user"] + ["assistant", "user"] * 4
+    assert [m["content"] for m in messages if m["role"] == "assistant"] == ["try 3", "try 4", "try 5", "try 6"]
+    assert all(m["content"] == "Again: 1+2" for m in messages[2::2]) and messages[0]["content"] == "1+2"
+    assert RevisionFormat(context_window=0).messages("1+2", ["try"]) == [{"role": "user", "content": "1+2"}]
+
+
+def test_selection_within_then_across_chains():
+    def chain(*pairs):
+        return [Attempt("", answer, 1, score) for answer, score in pairs]
+
+    chains = [chain(("5", 0.9), ("6", 0.2), ("6", 0.3)), chain(("6", 0.4), (None, 5.0)), chain(("5", 0.1))]
+    # chain winners: 5 (0.9), 6 (0.4), 5 (0.1) -> 5 with 1.0; flat majority: 6 (3 votes against 2)
+    assert select_from_chains(chains, "hierarchical") == "5"
+    assert select_from_chains(chains, "majority") == "6"
+    assert select_from_chains([chain((None, 1.0))], "hierarchical") is None
+    with pytest.raises(ValueError, match="unknown revision selection"):
+        select_from_chains(chains, "best")
+
+
+def test_chains_grow_turn_by_turn_with_context(small_policy):
+    task = get_task("arith")
+    generator = make_generator(str(small_policy), backend="hf")
+    rows = task.generate(3, 1, seed=5, split="test")
+    seen_prompts = []
+    generate = generator.generate
+
+    def recording(prompts, params):
+        seen_prompts.append(prompts)
+        return generate(prompts, params)
+
+    generator.generate = recording
+    per_problem = run_chains(generator, task, rows, chains=2, length=3, fmt=FMT, max_new_tokens=64, seed=1)
+    assert [len(chains) for chains in per_problem] == [2, 2, 2]
+    assert all(len(chain) == 3 for chains in per_problem for chain in chains)
+    assert len(seen_prompts) == 3 and all(len(p) == 6 for p in seen_prompts)  # one batched call per turn
+    first_chain = per_problem[0][0]
+    expected = FMT.prompt(generator.tokenizer, task.make_prompt(rows[0]), [a.text for a in first_chain[:2]])
+    assert seen_prompts[2][0] == expected and first_chain[1].text in expected
+    assert generator.stats.generated_tokens == sum(a.num_tokens for c in per_problem for ch in c for a in ch)
+
+
+def test_loss_falls_on_the_final_attempt_only(small_policy, tmp_path):
+    """TRL's tokenization of a trajectory: the completion mask covers the last assistant turn and nothing else."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(small_policy)
+    (trajectory,) = build_trajectories("0001+0002", [CORRECT], WRONG[:1], 1, FMT, random.Random(0))
+    assert trajectory["num_wrong"] == 1
+    row = {"prompt": trajectory["prompt"], "completion": trajectory["completion"]}
+    args = SFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none", max_length=1024)
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(small_policy),
+        args=args,
+        train_dataset=Dataset.from_list([row]),
+        processing_class=tokenizer,
+    )
+    example = trainer.train_dataset[0]
+    trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
+    assert tokenizer.decode(trained) == CORRECT + tokenizer.eos_token + "\n"
+    untrained = tokenizer.decode([t for t, label in zip(example["input_ids"], example["labels"]) if label == -100])
+    assert WRONG[0] in untrained and CORRECT not in untrained
+
+
+def stage(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", f"ponder.training.{module}", *args]
+
+
+def test_revisions_and_revision_stages_end_to_end(small_policy, tmp_path):
+    data = tmp_path / "revisions"
+    data_args = ["--config", "recipes/toy/revisions.yaml", "--policy", str(small_policy), "--levels", "1",
+                 "--problems_per_level", "12", "--samples_per_problem", "8", "--max_new_tokens", "64",
+                 "--shard_size", "4", "--output_dir", str(data)]  # fmt: skip
+    subprocess.run(stage("revisions", *data_args), check=True, capture_output=True)
+    stats = json.loads((data / "stats.json").read_text())
+    rows = [json.loads(line) for line in (data / "trajectories.jsonl").read_text().splitlines()]
+    assert stats["trajectories"] == len(rows) > 0 and stats["samples"] == 96
+    assert sum(stats["num_wrong_histogram"].values()) == len(rows)
+    assert stats["revision_format"] == {"instruction": RevisionFormat().instruction, "context_window": 4}
+
+    model = tmp_path / "revision"
+    train_args = ["--config", "recipes/toy/revision.yaml", "--dataset", str(data / "dataset"),
+                  "--model_name_or_path", str(small_policy), "--eval_control_policy", str(small_policy),
+                  "--output_dir", str(model), "--max_steps", "4", "--per_device_train_batch_size", "8",
+                  "--eval_levels", "1", "--eval_problems_per_level", "4", "--eval_turns", "3",
+                  "--eval_max_new_tokens", "64", "--use_peft", "true", "--disable_tqdm", "true"]  # fmt: skip
+    subprocess.run(stage("revision", *train_args), check=True, capture_output=True)
+    metadata = json.loads((model / "ponder.json").read_text())
+    assert metadata["kind"] == "revision" and metadata["revision_format"] == stats["revision_format"]
+    record = json.loads((model / "eval.json").read_text())
+    assert len(record["pass_at_1_per_turn"]["1"]) == 3 and len(record["correct_to_wrong_per_turn"]["1"]) == 2
+    for control in ("revision_model_no_context", "policy_no_context"):
+        assert len(record["evaluation"][control]["pass_at_1_per_turn"]["1"]) == 3
+    assert (model / "adapter" / "adapter_config.json").exists() and (model / "model.safetensors").exists()

@@ -1,0 +1,386 @@
+"""The evaluation report: figures from result rows, ``report.json``, ``report.md`` and PNG plots.
+
+Headline figures (Snell et al.): the efficiency ratio, cap / the smallest budget at which the
+compute-optimal policy (CV accuracy) reaches weighted best-of-N's accuracy at the cap; compute-optimal
+against weighted best-of-N at every budget; predicted-bin against oracle-bin compute-optimal accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from ponder.inference.difficulty import Binning
+from ponder.inference.strategies import Strategy
+from ponder.training.outputs import write_json_atomic, write_text_atomic
+
+REFERENCE = "bon_weighted"
+FLOPS_MATCHED_NOTE = (
+    "not run: the FLOPs-matched comparison against a ~14x larger policy (Snell et al. Figure 1) is the "
+    "lowest-priority part of the evaluation and is not implemented yet"
+)
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def grouped(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(row[k] for k in keys)].append(row)
+    return groups
+
+
+def accuracy_table(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Accuracy per strategy and budget (budgets as strings, JSON keys)."""
+    table: dict[str, dict[str, float]] = defaultdict(dict)
+    for (strategy, budget), group in sorted(grouped(rows, "strategy", "budget").items()):
+        table[strategy][str(budget)] = mean(r["correct"] for r in group)
+    return dict(table)
+
+
+def compute_table(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """Mean compute per problem per strategy and budget: generations, tokens, verifier tokens, FLOPs."""
+    table: dict[str, dict[str, dict]] = defaultdict(dict)
+    for (strategy, budget), group in sorted(grouped(rows, "strategy", "budget").items()):
+        flops = [r["flops"] for r in group]
+        table[strategy][str(budget)] = {
+            "generations": mean(r["generations"] for r in group),
+            "generated_tokens": mean(r["generated_tokens"] for r in group),
+            "verifier_tokens": mean(r["verifier_tokens"] for r in group),
+            "flops": None if None in flops else mean(flops),
+        }
+    return dict(table)
+
+
+def per_bin_accuracy(rows: list[dict], binning: Binning) -> dict[str, dict[str, dict[str, float]]]:
+    """Accuracy per bin, strategy and budget."""
+    return {label: accuracy_table([r for r in rows if binning.bins[r["id"]] == label]) for label in binning.labels}
+
+
+def cv_summary(cv: dict[int, dict], binning: Binning) -> dict:
+    """CV accuracy per budget and per bin, and the strategy chosen per held-out fold and bin."""
+    per_bin: dict[str, dict[str, float]] = {label: {} for label in binning.labels}
+    choices: dict[str, dict[str, dict[str, str]]] = {}
+    for budget, result in cv.items():
+        for label in binning.labels:
+            scored = [(c["accuracy"], len(c["scored_on"])) for c in result["choices"] if c["bin"] == label]
+            if scored:
+                per_bin[label][str(budget)] = sum(a * n for a, n in scored) / sum(n for _, n in scored)
+        choices[str(budget)] = {f"fold{c['held_out_fold']}": {} for c in result["choices"]}
+        for c in result["choices"]:
+            choices[str(budget)][f"fold{c['held_out_fold']}"][c["bin"]] = c["strategy"]
+    return {
+        "binning": binning.to_dict(),
+        "bin_sizes": {label: sum(b == label for b in binning.bins.values()) for label in binning.labels},
+        "cv_accuracy": {str(budget): result["accuracy"] for budget, result in cv.items()},
+        "per_bin_cv_accuracy": per_bin,
+        "chosen_per_held_out_fold": choices,
+    }
+
+
+def efficiency(cv_accuracy: dict[str, float], reference: dict[str, float], cap: int) -> dict:
+    """The smallest budget whose CV accuracy reaches the reference strategy's accuracy at `cap`."""
+    target = reference.get(str(cap))
+    reached = [int(b) for b, acc in cv_accuracy.items() if target is not None and acc >= target]
+    budget = min(reached) if reached else None
+    return {
+        "reference_accuracy_at_cap": target,
+        "budget_reaching_it": budget,
+        "ratio": cap / budget if budget else None,
+    }
+
+
+def build_report(
+    config: dict,
+    command: str,
+    rows: list[dict],
+    difficulty: list[dict],
+    bins: dict[str, Binning],
+    cv: dict[str, dict[int, dict]],
+    solver_rows: list[dict],
+    skipped: dict[str, str],
+    parameters: dict,
+    timings: dict,
+) -> dict:
+    """Every figure of the evaluation as one JSON-ready dict (with a markdown summary)."""
+    cap = config["max_budget"]
+    accuracy = accuracy_table(rows)
+    compute_optimal = {name: cv_summary(result, bins[name]) for name, result in cv.items()}
+    reference = accuracy.get(REFERENCE, {})
+    cv_oracle = compute_optimal["oracle"]["cv_accuracy"]
+    cv_predicted = compute_optimal["predicted"]["cv_accuracy"]
+    compare = str(config["compare_budget"])
+    report = {
+        "command": command,
+        "config": config,
+        "problems": len({r["id"] for r in difficulty}),
+        "budgets": sorted({r["budget"] for r in rows}),
+        "max_budget": cap,
+        "parameters": parameters,
+        "skipped_strategies": skipped,
+        "efficiency_ratio": efficiency(cv_oracle, reference, cap)["ratio"],
+        "efficiency": {
+            "reference": f"{REFERENCE} at N={cap}",
+            "oracle_bins": efficiency(cv_oracle, reference, cap),
+            "predicted_bins": efficiency(cv_predicted, reference, cap),
+        },
+        "compute_optimal_minus_weighted_bon": {
+            name: {b: round(acc - reference[b], 4) for b, acc in summary["cv_accuracy"].items() if b in reference}
+            for name, summary in compute_optimal.items()
+        },
+        f"predicted_vs_oracle_at_{compare}": (
+            cv_predicted[compare] / cv_oracle[compare] if cv_oracle.get(compare) else None
+        ),
+        "accuracy": accuracy,
+        "compute": compute_table(rows),
+        "compute_optimal": compute_optimal,
+        "per_bin_accuracy": {"oracle": per_bin_accuracy(rows, bins["oracle"])},
+        "difficulty": {
+            "samples": config["difficulty_samples"],
+            "probe_samples": config["probe_samples"],
+            "mean_pass_at_1": mean(d["pass_at_1"] for d in difficulty),
+            "mean_pass_at_1_per_oracle_bin": {
+                label: mean(d["pass_at_1"] for d in difficulty if bins["oracle"].bins[d["id"]] == label)
+                for label in bins["oracle"].labels
+            },
+            "oracle_and_predicted_bin_agree": mean(
+                bins["oracle"].bins[d["id"]] == bins["predicted"].bins[d["id"]] for d in difficulty
+            ),
+        },
+        "solver_check": solver_summary(solver_rows, accuracy, compute_optimal, config),
+        "flops_matched": FLOPS_MATCHED_NOTE,
+        "seconds": timings,
+    }
+    report["summary_markdown"] = summary_markdown(report)
+    return report
+
+
+def solver_summary(solver_rows: list[dict], accuracy: dict, compute_optimal: dict, config: dict) -> dict | None:
+    """The solver's held-out accuracy with the probe charged, beside probe-free figures at that budget."""
+    if not solver_rows:
+        return None
+    budget = str(config["solver_check_budget"])
+    chosen: dict[str, int] = defaultdict(int)
+    for row in solver_rows:
+        chosen[row["strategy"].removeprefix("compute_optimal/") + f"@{row['run_budget']}"] += 1
+    return {
+        "budget": int(budget),
+        "probe_samples": config["probe_samples"],
+        "accuracy": mean(r["correct"] for r in solver_rows),
+        "mean_generations": mean(r["generations"] for r in solver_rows),
+        "runs_chosen": dict(sorted(chosen.items())),
+        "predicted_bins_cv_accuracy_without_probe": compute_optimal["predicted"]["cv_accuracy"].get(budget),
+        f"{REFERENCE}_accuracy": accuracy.get(REFERENCE, {}).get(budget),
+    }
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(header: list[str], body: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def accuracy_markdown(report: dict) -> str:
+    """Strategies and compute-optimal (CV) rows × budgets."""
+    budgets = [str(b) for b in report["budgets"]]
+    body = [[s] + [acc.get(b) for b in budgets] for s, acc in report["accuracy"].items()]
+    for name, summary in report["compute_optimal"].items():
+        body.append([f"**compute-optimal ({name} bins, CV)**"] + [summary["cv_accuracy"].get(b) for b in budgets])
+    return markdown_table(["strategy \\ budget N"] + budgets, body)
+
+
+def summary_markdown(report: dict) -> str:
+    """The headline figures and the accuracy table."""
+    eff = report["efficiency"]
+    compare = next(k for k in report if k.startswith("predicted_vs_oracle_at_"))
+    lines = [
+        f"## Compute-optimal evaluation: {report['problems']} problems, budgets {report['budgets']}",
+        "",
+        f"- efficiency ratio (oracle bins): **{fmt(eff['oracle_bins']['ratio'], 2)}** — compute-optimal reaches "
+        f"{eff['reference']} ({fmt(eff['oracle_bins']['reference_accuracy_at_cap'])}) at N = "
+        f"{fmt(eff['oracle_bins']['budget_reaching_it'])}",
+        f"- efficiency ratio (predicted bins): {fmt(eff['predicted_bins']['ratio'], 2)} (N = "
+        f"{fmt(eff['predicted_bins']['budget_reaching_it'])})",
+        f"- predicted-bin / oracle-bin compute-optimal accuracy at N = {compare.rsplit('_', 1)[1]}: "
+        f"{fmt(report[compare])}",
+    ]
+    check = report["solver_check"]
+    if check:
+        lines.append(
+            f"- solver (held-out fold, {check['probe_samples']}-sample probe charged) at N = {check['budget']}: "
+            f"{fmt(check['accuracy'])} (predicted-bin CV without probe "
+            f"{fmt(check['predicted_bins_cv_accuracy_without_probe'])}, "
+            f"{REFERENCE} {fmt(check[f'{REFERENCE}_accuracy'])})"
+        )
+    lines += ["", accuracy_markdown(report)]
+    return "\n".join(lines)
+
+
+def report_markdown(report: dict, plots: list[str]) -> str:
+    """The whole report: summary, compute per strategy, bins, choices, skipped parts, timings."""
+    budgets = [str(b) for b in report["budgets"]]
+    flops = [[s] + [c.get(b, {}).get("flops") for b in budgets] for s, c in report["compute"].items()]
+    flops = [[row[0]] + [f"{v:.2e}" if v is not None else None for v in row[1:]] for row in flops]
+    tokens = [
+        [s] + [round(c[b]["generated_tokens"]) if b in c else None for b in budgets]
+        for s, c in report["compute"].items()
+    ]
+    predicted = report["compute_optimal"]["predicted"]
+    choices = [
+        [b]
+        + [
+            predicted["chosen_per_held_out_fold"][b].get("fold0", {}).get(label)
+            for label in predicted["binning"]["labels"]
+        ]
+        for b in budgets
+    ]
+    sections = [
+        "# ponder evaluate report",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Model parameters: {report['parameters']}",
+        "",
+        report["summary_markdown"],
+        "",
+        "## Mean FLOPs per problem (≈ 2·parameters·tokens, policy and verifier, prompt prefill not counted)",
+        "",
+        markdown_table(["strategy \\ budget N"] + budgets, flops),
+        "",
+        "## Mean generated tokens per problem",
+        "",
+        markdown_table(["strategy \\ budget N"] + budgets, tokens),
+        "",
+        "## Difficulty bins",
+        "",
+        f"Oracle pass@1 from {report['difficulty']['samples']} samples; predicted = mean PRM score of "
+        f"{report['difficulty']['probe_samples']} samples. Oracle and predicted quintile agree on "
+        f"{fmt(report['difficulty']['oracle_and_predicted_bin_agree'])} of problems.",
+        "",
+        markdown_table(
+            ["binning", "bin sizes", "thresholds"],
+            [
+                [name, json.dumps(s["bin_sizes"]), json.dumps([round(t, 3) for t in s["binning"]["thresholds"]])]
+                for name, s in report["compute_optimal"].items()
+            ],
+        ),
+        "",
+        "Strategy chosen per predicted bin when fold 0 is held out (chosen on fold 1):",
+        "",
+        markdown_table(["N"] + predicted["binning"]["labels"], choices),
+        "",
+        f"FLOPs-matched comparison: {report['flops_matched']}.",
+        "",
+        f"Skipped strategies: {report['skipped_strategies'] or 'none'}",
+        "",
+        f"Seconds per part: {report['seconds']}",
+        "",
+    ]
+    sections += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(sections) + "\n"
+
+
+def plot_accuracy(report: dict, path: Path) -> None:
+    """Accuracy vs budget (log2 x) per strategy, compute-optimal curves on top."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for strategy, acc in report["accuracy"].items():
+        budgets = sorted(int(b) for b in acc)
+        ax.plot(budgets, [acc[str(b)] for b in budgets], marker="o", lw=1, alpha=0.8, label=strategy)
+    for name in ("oracle", "predicted"):
+        cv = report["compute_optimal"][name]["cv_accuracy"]
+        budgets = sorted(int(b) for b in cv)
+        ax.plot(budgets, [cv[str(b)] for b in budgets], "k-" if name == "oracle" else "k--", lw=2.5,
+                label=f"compute-optimal ({name} bins, CV)")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("generation budget N")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_per_bin(report: dict, path: Path) -> None:
+    """One panel per oracle bin: accuracy vs budget per strategy and the bin's compute-optimal CV accuracy."""
+    import matplotlib.pyplot as plt
+
+    per_bin = report["per_bin_accuracy"]["oracle"]
+    cv_per_bin = report["compute_optimal"]["oracle"]["per_bin_cv_accuracy"]
+    fig, axes = plt.subplots(1, len(per_bin), figsize=(3.2 * len(per_bin), 3.4), sharey=True, squeeze=False)
+    for ax, (label, table) in zip(axes[0], per_bin.items()):
+        for strategy, acc in table.items():
+            budgets = sorted(int(b) for b in acc)
+            ax.plot(budgets, [acc[str(b)] for b in budgets], marker=".", lw=1, alpha=0.8, label=strategy)
+        budgets = sorted(int(b) for b in cv_per_bin[label])
+        ax.plot(budgets, [cv_per_bin[label][str(b)] for b in budgets], "k-", lw=2.5, label="compute-optimal (CV)")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"oracle bin {label}")
+        ax.set_xlabel("N")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_revision_heatmap(report: dict, path: Path) -> bool:
+    """Accuracy of hierarchical revision runs by budget and chain length L (ratio L : N/L); False if none ran."""
+    import matplotlib.pyplot as plt
+
+    strategies = {name: Strategy.parse(name) for name in report["accuracy"]}
+    runs = {
+        s.length: report["accuracy"][name]
+        for name, s in strategies.items()
+        if s.kind == "revision" and s.selection == "hierarchical"
+    }
+    if not runs:
+        return False
+    lengths = sorted(runs)
+    budgets = report["budgets"]
+    grid = [[runs[length].get(str(b), float("nan")) for b in budgets] for length in lengths]
+    fig, ax = plt.subplots(figsize=(1 + 0.8 * len(budgets), 1 + 0.6 * len(lengths)))
+    image = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis")
+    ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
+    ax.set_yticks(range(len(lengths)), [f"L={length}" for length in lengths])
+    ax.set_xlabel("budget N (N/L parallel chains of L sequential revisions)")
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            if value == value:
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=7)
+    fig.colorbar(image, ax=ax, label="accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(output_dir: Path, report: dict) -> None:
+    """``report.json``, the PNG plots and ``report.md`` in `output_dir`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plots = [output_dir / "accuracy_vs_budget.png", output_dir / "accuracy_per_bin.png"]
+    plot_accuracy(report, plots[0])
+    plot_per_bin(report, plots[1])
+    heatmap = output_dir / "revision_heatmap.png"
+    if plot_revision_heatmap(report, heatmap):
+        plots.append(heatmap)
+    report["plots"] = [p.name for p in plots]
+    write_json_atomic(output_dir / "report.json", report)
+    write_text_atomic(output_dir / "report.md", report_markdown(report, [str(p) for p in plots]))

@@ -1,0 +1,185 @@
+"""Revision stage: fine-tune a revision model on revision trajectories with TRL's `SFTTrainer`.
+
+    ponder revision --config recipes/toy/revision.yaml
+    accelerate launch --config_file accelerate_configs/zero3.yaml -m ponder.training.revision \\
+        --config recipes/toy/revision.yaml
+
+Trajectories are prompt-completion chats (the revisions stage writes them), so the loss falls on the
+final assistant turn only. Full fine-tuning or LoRA (peft, merged for release). The checkpoint's
+``ponder.json`` records the revision format (instruction turn and context window) that
+`ponder.inference.revision` must show the model, and ``eval.json`` holds pass@1 per turn on held-out
+problems next to no-context controls sampled at the same temperature (`revision_eval`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import set_seed
+from trl import SFTConfig, SFTTrainer
+
+from ponder.inference.revision import RevisionFormat
+from ponder.inference.tasks import get_task
+from ponder.training.configs import parse_config
+from ponder.training.lora import ADAPTER_DIR, LoraSettings, merge_adapter, with_lora
+from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
+from ponder.training.prm import distributed_setup, load_rows, split_by_problem
+from ponder.training.revision_eval import judge_revisions
+from ponder.training.trainer_push import HubPush
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RevisionConfig(LoraSettings):
+    """Data, base model and evaluation of a revision-model run; training keys are TRL's `SFTConfig`.
+
+    The revision format is read from the trajectories' ``stats.json`` (beside the dataset folder)
+    when there is one, so the model is always shown attempts the way it was trained on them.
+    `plain_weight` repeats the trajectories without wrong attempts (plain solving) that many times,
+    replay that keeps a small model from forgetting how to solve without context.
+    """
+
+    dataset: str = "outputs/toy/revisions/dataset"
+    model_name_or_path: str = "outputs/toy/policy"
+    task: str = "arith"
+    instruction: str | None = None
+    context_window: int | None = None
+    plain_weight: int = 1
+    eval_fraction: float = 0.0
+    eval_control_policy: str | None = "outputs/toy/policy"
+    eval_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    eval_problems_per_level: int = 200
+    eval_turns: int = 8
+    eval_temperature: float = 0.8
+    eval_max_new_tokens: int = 192
+    eval_seed: int = 2468
+
+    def __post_init__(self):
+        if self.plain_weight < 1:
+            raise ValueError(f"plain_weight: at least 1 (1 = no replay), got {self.plain_weight}")
+
+    def revision_format(self) -> RevisionFormat:
+        """The format of the trajectories: their stats.json, else this recipe's keys, else the defaults."""
+        stats = Path(self.dataset).parent / "stats.json"
+        recorded = json.loads(stats.read_text()).get("revision_format", {}) if stats.exists() else {}
+        given = {"instruction": self.instruction, "context_window": self.context_window}
+        for key, value in given.items():
+            if value is not None and key in recorded and recorded[key] != value:
+                raise ValueError(
+                    f"{key}: the recipe says {value!r} but the trajectories in {stats} use {recorded[key]!r}"
+                )
+        return RevisionFormat(**(recorded | {k: v for k, v in given.items() if v is not None}))
+
+
+def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
+    """Fine-tune, save and evaluate a revision model; returns the record written to ``eval.json``."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    set_seed(args.seed)
+    fmt = config.revision_format()
+    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    rows = [
+        {"prompt": r["prompt"], "completion": r["completion"], "problem_id": r["prompt"][0]["content"]}
+        for r in load_rows(config.dataset)
+    ]
+    train_rows, eval_rows = split_by_problem(rows, config.eval_fraction, args.seed)
+    train_rows += [r for r in train_rows if len(r["prompt"]) == 1] * (config.plain_weight - 1)
+    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
+    if config.use_peft:
+        model = with_lora(model, config, "CAUSAL_LM")
+    task = get_task(config.task)
+    metadata = {
+        "kind": "revision",
+        "task": config.task,
+        "step_delimiter": task.step_delimiter,
+        "prompt": "chat_template",
+        "revision_format": fmt.to_dict(),
+        "base_model": config.model_name_or_path,
+    }
+    hub_push = HubPush(args, metadata, config, args)
+    trainer = SFTTrainer(
+        model=model,
+        args=hub_push.trainer_args,
+        callbacks=[hub_push],
+        train_dataset=Dataset.from_list(train_rows).remove_columns("problem_id"),
+        eval_dataset=Dataset.from_list(eval_rows).remove_columns("problem_id") if eval_rows else None,
+        processing_class=tokenizer,
+    )
+    start = time.monotonic()
+    result = trainer.train()
+    train_seconds = time.monotonic() - start
+    eval_loss = trainer.evaluate() if eval_rows else {}
+    output_dir = Path(args.output_dir)
+    trainer.save_model(str(output_dir / ADAPTER_DIR) if config.use_peft else str(output_dir))
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return {}
+    if config.use_peft:
+        merge_adapter(AutoModelForCausalLM.from_pretrained(config.model_name_or_path), output_dir)
+    tokenizer.save_pretrained(output_dir)
+    write_checkpoint_metadata(output_dir, metadata, config, args)
+    record = {
+        "training": {
+            "steps": trainer.state.global_step,
+            "train_seconds": round(train_seconds, 1),
+            "mean_train_loss": result.training_loss,
+            "train_rows": len(train_rows),
+            "eval_trajectories": len(eval_rows),
+            "eval_loss": eval_loss.get("eval_loss"),
+            "distributed": distributed_setup(trainer.accelerator),
+        }
+    }
+    if config.eval_problems_per_level > 0:
+        record |= evaluate_checkpoint(config, output_dir, fmt)
+    write_json_atomic(output_dir / "eval.json", record)
+    hub_push.push_final(output_dir)
+    return record
+
+
+def evaluate_checkpoint(config: RevisionConfig, checkpoint: Path, fmt: RevisionFormat) -> dict:
+    """pass@1 per turn of the saved model with context, and of the no-context controls, on test problems."""
+    from ponder.inference.generation import make_generator
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = make_generator(str(checkpoint), backend="hf", device=device)
+    systems = {"revision_model": (model, True), "revision_model_no_context": (model, False)}
+    if config.eval_control_policy:
+        systems["policy_no_context"] = (make_generator(config.eval_control_policy, backend="hf", device=device), False)
+    report = judge_revisions(
+        systems,
+        get_task(config.task),
+        fmt,
+        config.eval_levels,
+        config.eval_problems_per_level,
+        config.eval_turns,
+        temperature=config.eval_temperature,
+        max_new_tokens=config.eval_max_new_tokens,
+        seed=config.eval_seed,
+    )
+    headline = report["revision_model"]
+    return {
+        "pass_at_1_per_turn": headline["pass_at_1_per_turn"],
+        "correct_to_wrong_per_turn": headline["correct_to_wrong_per_turn"],
+        "wrong_to_correct_per_turn": headline["wrong_to_correct_per_turn"],
+        "evaluation": report,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config, args = parse_config((RevisionConfig, SFTConfig), argv)
+    record = train_revision_model(config, args)
+    if record.get("pass_at_1_per_turn"):
+        logger.info("pass@1 per turn: %s", record["pass_at_1_per_turn"])
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Revisions stage: on-policy revision trajectories from the policy's own samples (Snell et al.).
+
+    ponder revisions --config recipes/toy/revisions.yaml
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m ponder.training.revisions \\
+        --config recipes/toy/revisions.yaml
+
+For every training problem the policy samples `samples_per_problem` solutions, which are graded.
+Each correct sample becomes one trajectory (identical ones kept once) with j wrong attempts in context, j uniform in
+0..`max_wrong_in_context` and capped by the distinct wrong solutions at hand: the last wrong attempt
+is the one nearest to the correct solution by character edit distance, the others are drawn at
+random. Trajectories are chats in the prompt-completion layout that the revision model trains on
+(prompt: question, attempts and instruction turns; completion: the correct solution), so the loss
+falls on the final assistant turn only. Sharded, multi-process and resumable like the label stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rapidfuzz.distance import Levenshtein
+
+from ponder.inference.generation import make_generator
+from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, run_chains
+from ponder.inference.tasks import get_task
+from ponder.training.configs import config_to_dict, parse_config
+from ponder.training.hub import push_dataset
+from ponder.training.outputs import write_json_atomic
+from ponder.training.shards import process_state, run_sharded_stage, save_rows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RevisionsConfig:
+    """Which problems, how many samples each, and how trajectories are laid out."""
+
+    policy: str = "outputs/toy/policy"
+    task: str = "arith"
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    problems_per_level: int = 64
+    split: str = "train"
+    seed: int = 0
+    samples_per_problem: int = 64
+    max_wrong_in_context: int = 4
+    instruction: str = DEFAULT_INSTRUCTION
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 192
+    shard_size: int = 16
+    output_dir: str = "outputs/toy/revisions"
+    backend: str = "auto"
+    push_to_hub: bool = False
+    hub_dataset_id: str | None = None
+
+    def __post_init__(self):
+        if self.samples_per_problem < 1:
+            raise ValueError(f"samples_per_problem must be at least 1, got {self.samples_per_problem}")
+        if self.max_wrong_in_context < 0:
+            raise ValueError(f"max_wrong_in_context must be at least 0, got {self.max_wrong_in_context}")
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("push_to_hub: set hub_dataset_id")
+
+    @property
+    def revision_format(self) -> RevisionFormat:
+        return RevisionFormat(self.instruction, self.max_wrong_in_context)
+
+
+def build_trajectories(
+    question: str, correct: list[str], wrong: list[str], max_wrong: int, fmt: RevisionFormat, rng: random.Random
+) -> list[dict]:
+    """One trajectory per correct sample, duplicates dropped: ``{prompt, completion, num_wrong, edit_distance}``.
+
+    j ~ uniform(0, max_wrong), capped by the distinct wrong solutions; the last attempt shown is the
+    wrong solution nearest to the correct one by edit distance, the j - 1 before it random others.
+    `edit_distance` is that last attempt's distance (None when j = 0). Identical correct samples
+    (common when a problem has one natural solution) still give distinct trajectories when their
+    drawn contexts differ; identical trajectories are kept once.
+    """
+    wrong = list(dict.fromkeys(wrong))
+    trajectories, seen = [], set()
+    for solution in correct:
+        j = min(rng.randint(0, max_wrong), len(wrong))
+        attempts, distance = [], None
+        if j:
+            distances = [Levenshtein.distance(w, solution) for w in wrong]
+            nearest = min(range(len(wrong)), key=distances.__getitem__)
+            others = [w for i, w in enumerate(wrong) if i != nearest]
+            attempts = rng.sample(others, j - 1) + [wrong[nearest]]
+            distance = distances[nearest]
+        key = (solution, *attempts)
+        if key in seen:
+            continue
+        seen.add(key)
+        trajectories.append(
+            {
+                "prompt": fmt.messages(question, attempts),
+                "completion": [{"role": "assistant", "content": solution}],
+                "num_wrong": j,
+                "edit_distance": distance,
+            }
+        )
+    return trajectories
+
+
+def revisions_shard(generator, task, config: RevisionsConfig, index: int, problems: list[dict]) -> dict:
+    """Sample, grade and build one shard's trajectories; deterministic given the config and shard index."""
+    seed = zlib.crc32(f"revisions:{config.seed}:{index}".encode())
+    start = time.monotonic()
+    tokens_before = generator.stats.generated_tokens
+    fmt = config.revision_format
+    sampled = run_chains(
+        generator,
+        task,
+        problems,
+        chains=config.samples_per_problem,
+        length=1,
+        fmt=fmt,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        seed=seed,
+    )
+    rng = random.Random(seed)
+    rows, correct_samples, without_correct = [], 0, 0
+    for problem, chains in zip(problems, sampled):
+        texts = [chain[0].text for chain in chains]
+        graded = [
+            chain[0].answer is not None and task.check_answer(chain[0].answer, problem["answer"]) for chain in chains
+        ]
+        correct = [t for t, ok in zip(texts, graded) if ok]
+        wrong = [t for t, ok in zip(texts, graded) if not ok]
+        correct_samples += len(correct)
+        without_correct += not correct
+        question = task.make_prompt(problem)
+        for number, trajectory in enumerate(
+            build_trajectories(question, correct, wrong, config.max_wrong_in_context, fmt, rng)
+        ):
+            rows.append({"id": f"{problem['id']}-r{number}", "level": problem.get("level"), **trajectory})
+    stats = {
+        "problems": len(problems),
+        "samples": len(problems) * config.samples_per_problem,
+        "correct_samples": correct_samples,
+        "duplicate_trajectories": correct_samples - len(rows),
+        "problems_without_correct": without_correct,
+        "generated_tokens": generator.stats.generated_tokens - tokens_before,
+        "seconds": round(time.monotonic() - start, 2),
+    }
+    return {"rows": rows, "stats": stats}
+
+
+def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) -> dict:
+    """Totals over shards plus the trajectory figures: count, j histogram, mean edit distance."""
+    totals = {key: sum(s[key] for s in shard_stats) for key in shard_stats[0]} if shard_stats else {}
+    distances = [r["edit_distance"] for r in rows if r["edit_distance"] is not None]
+    per_level = Counter(r["level"] for r in rows)
+    return {
+        **{k: v for k, v in totals.items() if k != "seconds"},
+        "trajectories": len(rows),
+        "num_wrong_histogram": {str(j): n for j, n in sorted(Counter(r["num_wrong"] for r in rows).items())},
+        "trajectories_per_level": {str(level): n for level, n in sorted(per_level.items())},
+        "mean_edit_distance": round(sum(distances) / len(distances), 2) if distances else None,
+        "wall_seconds": round(wall_seconds, 1),
+        "shard_seconds": round(totals.get("seconds", 0.0), 1),
+    }
+
+
+def run_revisions(config: RevisionsConfig) -> dict | None:
+    """Build every shard this process owns; on the main process merge and write the outputs."""
+    state = process_state()
+    task = get_task(config.task)
+    problems = [
+        p for level in config.levels for p in task.generate(config.problems_per_level, level, config.seed, config.split)
+    ]
+    start = time.monotonic()
+    generator = make_generator(config.policy, backend=config.backend, device=str(state.device))
+    merged = run_sharded_stage(
+        state,
+        problems,
+        config.shard_size,
+        config.output_dir,
+        lambda index, shard: revisions_shard(generator, task, config, index, list(shard)),
+    )
+    if merged is None:
+        return None
+    rows, shard_stats = merged
+    save_rows(config.output_dir, rows, "trajectories.jsonl")
+    stats = summarize(shard_stats, rows, time.monotonic() - start)
+    stats["revision_format"] = config.revision_format.to_dict()
+    stats["config"] = config_to_dict(config)
+    write_json_atomic(Path(config.output_dir) / "stats.json", stats)
+    if config.push_to_hub:
+        push_dataset(config.output_dir, config.hub_dataset_id)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    (config,) = parse_config((RevisionsConfig,), argv)
+    stats = run_revisions(config)
+    if stats is not None:
+        logger.info("revisions: %d trajectories, j histogram %s", stats["trajectories"], stats["num_wrong_histogram"])
+    return stats
+
+
+if __name__ == "__main__":
+    main()
