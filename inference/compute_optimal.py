@@ -10,7 +10,7 @@ fold was held out. The saved policy is chosen on all problems and records the CV
 solutions, scored by the PRM, estimates each problem's difficulty (its samples count against the
 budget); the problem's bin then picks the strategy. A chosen PRM best-of-N reuses the probe samples
 and draws the rest of the budget; any other strategy runs at the largest budget it can spend exactly
-within what the probe left.
+within what the probe left (beam search with M=4 at 12 of 16 after a 4-sample probe).
 """
 
 from __future__ import annotations
@@ -229,9 +229,9 @@ class ComputeOptimalSolver:
         strategy = self.policy.choice(label, budget)
         if strategy.kind == "best_of_n" and strategy.verifier == "prm":
             return strategy, None
-        spendable = [b for b in self.policy.choices if b <= remaining and strategy.params(b) is not None]
+        spendable = next((b for b in range(remaining, 0, -1) if strategy.params(b) is not None), None)
         if spendable:
-            return strategy, max(spendable)
+            return strategy, spendable
         return Strategy.parse("bon_weighted"), None
 
     def _best_of_n_with_probe(self, rows: list[dict], probe, strategy: Strategy, extra: int) -> list[dict]:

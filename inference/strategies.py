@@ -31,7 +31,6 @@ from ponder.inference.search import SearchSetup, beam_search, best_of_n, dvts, l
 from ponder.inference.search.common import Searched
 from ponder.inference.verifiers import METADATA_FILE, OracleVerifier, load_verifier
 
-KINDS = ("best_of_n", "beam", "lookahead", "dvts", "revision")
 _PATTERNS = {
     "best_of_n": re.compile(r"^(?P<orm>orm_)?bon_(?P<selection>naive|majority|weighted)$"),
     "beam": re.compile(r"^beam_(?:m(?P<width>[1-9][0-9]*)|sqrt)$"),
@@ -152,13 +151,13 @@ class Tools:
     revision_generator: object | None = None
     revision_format: RevisionFormat | None = None
 
-    def check(self, strategies: list[Strategy]) -> None:
-        """Fail early, naming the strategy, when a needed model is missing."""
-        for s in strategies:
-            if s.verifier == "orm" and self.orm is None:
-                raise ValueError(f"strategy {s.name!r} needs an ORM checkpoint")
-            if s.kind == "revision" and (self.revision_generator is None or self.revision_format is None):
-                raise ValueError(f"strategy {s.name!r} needs a revision-model checkpoint")
+    def missing_for(self, strategy: Strategy) -> str | None:
+        """Why `strategy` cannot run with these tools, or None when it can."""
+        if strategy.verifier == "orm" and self.orm is None:
+            return "no ORM checkpoint configured (orm)"
+        if strategy.kind == "revision" and (self.revision_generator is None or self.revision_format is None):
+            return "no revision checkpoint configured (revision)"
+        return None
 
 
 def load_tools(

@@ -128,9 +128,9 @@ def test_solver_charges_the_probe_and_dispatches_per_bin(small_policy):
         assert row["difficulty_bin"] == binning.label_of(row["probe_score"]) and row["budget"] == 8
         if row["difficulty_bin"] == "1":  # best-of-N reuses the 2 probe samples and draws 6 more
             assert row["strategy"] == "compute_optimal/bon_weighted" and row["generations"] == 8 and row["n"] == 8
-        else:  # beam search runs at the largest budget left after the probe that it can spend: 4 of 6
-            assert row["strategy"] == "compute_optimal/beam_m2" and row["run_budget"] == 4
-            assert row["generations"] == 2 + 4
+        else:  # beam search (M=2) runs on the 6 generations the probe left
+            assert row["strategy"] == "compute_optimal/beam_m2" and row["run_budget"] == 6
+            assert row["generations"] == 2 + 6
         assert (
             row["generated_tokens"] > 0
             and row["flops"] == 2 * generator.model.num_parameters() * row["generated_tokens"]

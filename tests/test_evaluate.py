@@ -58,9 +58,10 @@ def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_c
     assert eff["reference_accuracy_at_cap"] == report["accuracy"]["bon_weighted"]["4"]
     if eff["budget_reaching_it"] is not None:
         assert report["efficiency_ratio"] == 4 / eff["budget_reaching_it"]
-        assert report["compute_optimal"]["oracle"]["cv_accuracy"][str(eff["budget_reaching_it"])] >= eff[
-            "reference_accuracy_at_cap"
-        ]
+        assert (
+            report["compute_optimal"]["oracle"]["cv_accuracy"][str(eff["budget_reaching_it"])]
+            >= eff["reference_accuracy_at_cap"]
+        )
     assert set(report["compute_optimal"]) == {"oracle", "predicted", "absolute", "single"}
     check = report["solver_check"]
     assert check["budget"] == 4 and check["mean_generations"] <= 4 and 0 <= check["accuracy"] <= 1

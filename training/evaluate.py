@@ -177,10 +177,9 @@ def available_strategies(config: EvaluateConfig, tools: Tools) -> tuple[list[Str
     """The strategies that can run with the configured checkpoints, and why the others are skipped."""
     runnable, skipped = [], {}
     for strategy in map(Strategy.parse, config.strategies):
-        if strategy.verifier == "orm" and tools.orm is None:
-            skipped[strategy.name] = "no ORM checkpoint configured (orm)"
-        elif strategy.kind == "revision" and tools.revision_generator is None:
-            skipped[strategy.name] = "no revision checkpoint configured (revision)"
+        reason = tools.missing_for(strategy)
+        if reason:
+            skipped[strategy.name] = reason
         else:
             runnable.append(strategy)
     for name, reason in skipped.items():
@@ -315,7 +314,7 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
         )
     timings["total_this_run"] = round(time.monotonic() - start, 1)
     write_json_atomic(timings_path, timings)
-    models = {
+    parameters = {
         "policy": parameter_count(tools.setup.generator),
         "prm": parameter_count(tools.setup.verifier),
         "orm": parameter_count(tools.orm),
@@ -330,7 +329,7 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
         cv=cv,
         solver_rows=solver_rows,
         skipped=skipped,
-        parameters=models,
+        parameters=parameters,
         timings=timings,
     )
     write_report(output_dir, report)

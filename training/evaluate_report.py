@@ -8,6 +8,7 @@ against weighted best-of-N at every budget; predicted-bin against oracle-bin com
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -70,9 +71,10 @@ def cv_summary(cv: dict[int, dict], binning: Binning) -> dict:
             scored = [(c["accuracy"], len(c["scored_on"])) for c in result["choices"] if c["bin"] == label]
             if scored:
                 per_bin[label][str(budget)] = sum(a * n for a, n in scored) / sum(n for _, n in scored)
-        choices[str(budget)] = {f"fold{c['held_out_fold']}": {} for c in result["choices"]}
+        per_fold: dict[str, dict[str, str]] = defaultdict(dict)
         for c in result["choices"]:
-            choices[str(budget)][f"fold{c['held_out_fold']}"][c["bin"]] = c["strategy"]
+            per_fold[f"fold{c['held_out_fold']}"][c["bin"]] = c["strategy"]
+        choices[str(budget)] = dict(per_fold)
     return {
         "binning": binning.to_dict(),
         "bin_sizes": {label: sum(b == label for b in binning.bins.values()) for label in binning.labels},
@@ -92,6 +94,11 @@ def efficiency(cv_accuracy: dict[str, float], reference: dict[str, float], cap: 
         "budget_reaching_it": budget,
         "ratio": cap / budget if budget else None,
     }
+
+
+def standard_error(accuracy: float | None, problems: int) -> float | None:
+    """Binomial standard error of an accuracy over `problems` problems."""
+    return None if accuracy is None else math.sqrt(accuracy * (1 - accuracy) / problems)
 
 
 def build_report(
@@ -125,6 +132,10 @@ def build_report(
         "efficiency_ratio": efficiency(cv_oracle, reference, cap)["ratio"],
         "efficiency": {
             "reference": f"{REFERENCE} at N={cap}",
+            "reference_gain_over_n1": (
+                reference[str(cap)] - reference["1"] if str(cap) in reference and "1" in reference else None
+            ),
+            "standard_error": standard_error(reference.get(str(cap)), len({r["id"] for r in difficulty})),
             "oracle_bins": efficiency(cv_oracle, reference, cap),
             "predicted_bins": efficiency(cv_predicted, reference, cap),
         },
@@ -197,7 +208,8 @@ def accuracy_markdown(report: dict) -> str:
     budgets = [str(b) for b in report["budgets"]]
     body = [[s] + [acc.get(b) for b in budgets] for s, acc in report["accuracy"].items()]
     for name, summary in report["compute_optimal"].items():
-        body.append([f"**compute-optimal ({name} bins, CV)**"] + [summary["cv_accuracy"].get(b) for b in budgets])
+        label = "one bin for all" if name == "single" else f"{name} bins"
+        body.append([f"**compute-optimal ({label}, CV)**"] + [summary["cv_accuracy"].get(b) for b in budgets])
     return markdown_table(["strategy \\ budget N"] + budgets, body)
 
 
@@ -208,14 +220,22 @@ def summary_markdown(report: dict) -> str:
     lines = [
         f"## Compute-optimal evaluation: {report['problems']} problems, budgets {report['budgets']}",
         "",
-        f"- efficiency ratio (oracle bins): **{fmt(eff['oracle_bins']['ratio'], 2)}** — compute-optimal reaches "
-        f"{eff['reference']} ({fmt(eff['oracle_bins']['reference_accuracy_at_cap'])}) at N = "
-        f"{fmt(eff['oracle_bins']['budget_reaching_it'])}",
-        f"- efficiency ratio (predicted bins): {fmt(eff['predicted_bins']['ratio'], 2)} (N = "
-        f"{fmt(eff['predicted_bins']['budget_reaching_it'])})",
-        f"- predicted-bin / oracle-bin compute-optimal accuracy at N = {compare.rsplit('_', 1)[1]}: "
-        f"{fmt(report[compare])}",
+        f"Reference: {eff['reference']}, accuracy {fmt(eff['oracle_bins']['reference_accuracy_at_cap'])} "
+        f"(standard error {fmt(eff['standard_error'])}; gain over N = 1: {fmt(eff['reference_gain_over_n1'])}). "
+        "A ratio means little when that gain is within a few standard errors.",
     ]
+    for name in ("oracle", "predicted"):
+        reached = eff[f"{name}_bins"]
+        where = (
+            f"reached at N = {reached['budget_reaching_it']}"
+            if reached["budget_reaching_it"]
+            else "not reached within the budgets swept"
+        )
+        lines.append(f"- efficiency ratio ({name} bins, CV): **{fmt(reached['ratio'], 2)}** ({where})")
+    lines.append(
+        f"- predicted-bin / oracle-bin compute-optimal accuracy at N = {compare.rsplit('_', 1)[1]}: "
+        f"{fmt(report[compare])}"
+    )
     check = report["solver_check"]
     if check:
         lines.append(
