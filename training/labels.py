@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.inference.generation import make_generator
@@ -25,45 +25,30 @@ from ponder.training.hub import push_dataset
 from ponder.training.label_quality import agreement
 from ponder.training.outputs import write_json_atomic
 from ponder.training.rollout_labels import MODES, RolloutLabeller, stepwise_row
-from ponder.training.shards import process_state, run_sharded_stage, save_rows
+from ponder.training.shards import SampledDataConfig, process_state, run_sharded_stage, save_rows
 
 logger = logging.getLogger(__name__)
 AFTER_FIRST_ZERO = ("keep", "drop")
 
 
 @dataclass
-class LabelConfig:
+class LabelConfig(SampledDataConfig):
     """What to label and how. `policy` is a checkpoint folder; problems come from the task's generator."""
 
-    policy: str = "outputs/toy/policy"
-    task: str = "arith"
-    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    problems_per_level: int = 32
-    split: str = "train"
-    seed: int = 0
-    samples_per_problem: int = 4
     rollouts: int = 8
     mode: str = "per_step"
     after_first_zero: str = "keep"
     filter_uniform_problems: bool = False
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_new_tokens: int = 192
-    shard_size: int = 16
     output_dir: str = "outputs/toy/label"
-    backend: str = "auto"
-    push_to_hub: bool = False
-    hub_dataset_id: str | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         if self.mode not in MODES:
             raise ValueError(f"mode: use one of {MODES}, got {self.mode!r}")
         if self.after_first_zero not in AFTER_FIRST_ZERO:
             raise ValueError(f"after_first_zero: use one of {AFTER_FIRST_ZERO}, got {self.after_first_zero!r}")
-        if self.rollouts < 1 or self.samples_per_problem < 1:
-            raise ValueError("rollouts and samples_per_problem must be at least 1")
-        if self.push_to_hub and not self.hub_dataset_id:
-            raise ValueError("push_to_hub: set hub_dataset_id")
+        if self.rollouts < 1:
+            raise ValueError(f"rollouts must be at least 1, got {self.rollouts}")
 
 
 def label_shard(labeller: RolloutLabeller, config: LabelConfig, index: int, problems: list[dict]) -> dict:
@@ -120,9 +105,7 @@ def run_labels(config: LabelConfig) -> dict | None:
     """Label every shard this process owns; on the main process merge and write the outputs."""
     state = process_state()
     task = get_task(config.task)
-    problems = [
-        p for level in config.levels for p in task.generate(config.problems_per_level, level, config.seed, config.split)
-    ]
+    problems = config.problems(task)
     start = time.monotonic()
     generator = make_generator(config.policy, backend=config.backend, device=str(state.device))
     labeller = RolloutLabeller(

@@ -20,7 +20,7 @@ import random
 import time
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rapidfuzz.distance import Levenshtein
@@ -31,40 +31,25 @@ from ponder.inference.tasks import get_task
 from ponder.training.configs import config_to_dict, parse_config
 from ponder.training.hub import push_dataset
 from ponder.training.outputs import write_json_atomic
-from ponder.training.shards import process_state, run_sharded_stage, save_rows
+from ponder.training.shards import SampledDataConfig, process_state, run_sharded_stage, save_rows
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RevisionsConfig:
+class RevisionsConfig(SampledDataConfig):
     """Which problems, how many samples each, and how trajectories are laid out."""
 
-    policy: str = "outputs/toy/policy"
-    task: str = "arith"
-    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     problems_per_level: int = 64
-    split: str = "train"
-    seed: int = 0
     samples_per_problem: int = 64
     max_wrong_in_context: int = 4
     instruction: str = DEFAULT_INSTRUCTION
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_new_tokens: int = 192
-    shard_size: int = 16
     output_dir: str = "outputs/toy/revisions"
-    backend: str = "auto"
-    push_to_hub: bool = False
-    hub_dataset_id: str | None = None
 
     def __post_init__(self):
-        if self.samples_per_problem < 1:
-            raise ValueError(f"samples_per_problem must be at least 1, got {self.samples_per_problem}")
+        super().__post_init__()
         if self.max_wrong_in_context < 0:
             raise ValueError(f"max_wrong_in_context must be at least 0, got {self.max_wrong_in_context}")
-        if self.push_to_hub and not self.hub_dataset_id:
-            raise ValueError("push_to_hub: set hub_dataset_id")
 
     @property
     def revision_format(self) -> RevisionFormat:
@@ -174,9 +159,7 @@ def run_revisions(config: RevisionsConfig) -> dict | None:
     """Build every shard this process owns; on the main process merge and write the outputs."""
     state = process_state()
     task = get_task(config.task)
-    problems = [
-        p for level in config.levels for p in task.generate(config.problems_per_level, level, config.seed, config.split)
-    ]
+    problems = config.problems(task)
     start = time.monotonic()
     generator = make_generator(config.policy, backend=config.backend, device=str(state.device))
     merged = run_sharded_stage(

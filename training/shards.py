@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,6 +21,42 @@ from ponder.training.outputs import write_json_atomic, write_text_atomic
 
 SHARD_DIR = "shards"
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SampledDataConfig:
+    """Keys every data stage shares: which policy samples which problems, how, and where rows go.
+
+    Problems come from the task's generator (`problems_per_level` per level of `levels`, `split`).
+    """
+
+    policy: str = "outputs/toy/policy"
+    task: str = "arith"
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    problems_per_level: int = 32
+    split: str = "train"
+    seed: int = 0
+    samples_per_problem: int = 4
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 192
+    shard_size: int = 16
+    output_dir: str = "outputs/toy/data"
+    backend: str = "auto"
+    push_to_hub: bool = False
+    hub_dataset_id: str | None = None
+
+    def __post_init__(self):
+        if self.samples_per_problem < 1:
+            raise ValueError(f"samples_per_problem must be at least 1, got {self.samples_per_problem}")
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("push_to_hub: set hub_dataset_id")
+
+    def problems(self, task) -> list[dict]:
+        """The configured problems, level by level."""
+        return [
+            p for level in self.levels for p in task.generate(self.problems_per_level, level, self.seed, self.split)
+        ]
 
 
 def shard_path(output_dir: str | os.PathLike, index: int) -> Path:
