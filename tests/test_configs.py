@@ -1,6 +1,7 @@
 """Recipe parsing: YAML defaults, command-line overrides, unknown keys named."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,35 @@ def test_shipped_policy_recipe_parses():
 
     config, args = parse_config((PolicyConfig, TrainingArguments), ["--config", "recipes/toy/policy.yaml"])
     assert config.levels == [1, 2, 3, 4, 5, 6] and args.per_device_train_batch_size == 32
+
+
+def stage_dataclasses(stage: str) -> tuple:
+    """The dataclasses a stage's `main` parses its recipe into."""
+    from transformers import TrainingArguments
+    from trl import SFTConfig
+
+    from ponder.training.evaluate import EvaluateConfig
+    from ponder.training.labels import LabelConfig
+    from ponder.training.policy import PolicyConfig
+    from ponder.training.prm import VerifierConfig
+    from ponder.training.revision import RevisionConfig
+    from ponder.training.revisions import RevisionsConfig
+
+    return {
+        "policy": (PolicyConfig, TrainingArguments),
+        "label": (LabelConfig,),
+        "prm": (VerifierConfig, TrainingArguments),
+        "orm": (VerifierConfig, TrainingArguments),
+        "revisions": (RevisionsConfig,),
+        "revision": (RevisionConfig, SFTConfig),
+        "evaluate": (EvaluateConfig,),
+    }[stage]
+
+
+RECIPES = sorted(p for p in Path("recipes").glob("*/*.yaml") if p.stem != "accelerate")
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[f"{p.parent.name}/{p.stem}" for p in RECIPES])
+def test_every_shipped_recipe_parses_into_its_stage(recipe):
+    configs = parse_config(stage_dataclasses(recipe.stem), ["--config", str(recipe)])
+    assert configs[-1].output_dir.startswith(f"outputs/{recipe.parent.name}/")

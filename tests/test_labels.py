@@ -71,7 +71,15 @@ def test_per_step_values_and_binary_search_budget(labeller):
         assert s.values == sorted(s.values, reverse=True)  # ones, then zeros from the located step
         assert (s.correct and s.values == [1.0] * len(s.steps) and sum(s.rollouts) == 0) or not s.correct
         assert s.values[-1] == float(s.correct) and len(per_step_hard[(s.problem["id"], s.index)]) == len(s.values)
-        assert sum(s.rollouts) <= 4 * math.ceil(math.log2(len(s.steps)))  # bisection: O(k log M)
+        assert sum(s.rollouts) <= 4 * (math.ceil(math.log2(len(s.steps))) + 1)  # opening probe + bisection: O(k log M)
+
+
+def test_a_successful_rollout_vouches_for_the_steps_it_writes_verbatim(labeller):
+    sample = Sample({"id": "p", "answer": "7"}, "Q", 0, ["s1", "s2", "s3", "s4", "Answer: 8"], correct=False)
+    sample.successes[0] = "s2\ns3\nt4\nAnswer: 7"
+    assert labeller.steps_followed(sample, 0) == 2  # prefixes ending at s2 and s3 reach the answer too
+    sample.successes[1] = "t3\nAnswer: 7"
+    assert labeller.steps_followed(sample, 1) == 0
 
 
 def test_rows_keep_or_drop_after_the_first_zero():

@@ -43,6 +43,12 @@ def test_pipeline_killed_in_a_stage_resumes_without_redoing_finished_stages(tmp_
     # inputs followed --output_dir: the label stage sampled from this run's policy
     assert json.loads((tmp_path / "label" / "stats.json").read_text())["config"]["policy"] == str(tmp_path / "policy")
     assert "policy pass@1: L1" in second and "labels: " in second and "revision pass@1 turn 1 -> last: L1" in second
+    report = json.loads((tmp_path / "evaluate" / "report.json").read_text())
+    assert f"report: {tmp_path / 'evaluate' / 'report.md'}" in second and "efficiency_ratio" in report
+    swept = {
+        row["strategy"] for row in map(json.loads, (tmp_path / "evaluate" / "rows.jsonl").read_text().splitlines())
+    }
+    assert {"orm_bon_weighted", "beam_m4", "revision_l4"} <= swept  # the stage used this run's ORM and revision model
 
 
 def test_inputs_follow_the_output_folder_and_overrides_are_checked(tmp_path):

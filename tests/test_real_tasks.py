@@ -158,3 +158,23 @@ def test_real_tasks_need_no_training_stack():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_dataset_rows_become_problems_and_a_bad_row_is_named(tmp_path):
+    from ponder.training.problems import load_problems
+
+    math_rows = read_jsonl(DATA / "math500" / "test.jsonl")
+    problems = load_problems(get_task("math"), str(DATA / "math500" / "test.jsonl"), limit=3)
+    assert [p["problem"] for p in problems] == [r["problem"] for r in math_rows[:3]]
+    assert [p["answer"] for p in problems] == [r["answer"] for r in math_rows[:3]]
+    assert problems[0]["id"] == math_rows[0]["unique_id"] and problems[0]["level"] == math_rows[0]["level"]
+
+    gsm8k = load_problems(get_task("gsm8k"), str(DATA / "gsm8k" / "test.jsonl"), limit=2)
+    assert gsm8k[0]["answer"] == "18" and gsm8k[0]["problem"].startswith("Janet")
+
+    # MATH's train split has no answer field: the reference solution's last boxed answer is the gold
+    assert MathTask().problem_from_row({"problem": "1+1?", "solution": "So $\\boxed{2}$."}, 0)["answer"] == "2"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n" + json.dumps({"question": "x?"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl: row 1: needs 'problem'"):
+        load_problems(get_task("math"), str(bad))

@@ -14,13 +14,14 @@ STAGES = {
     "revision": ("ponder.training.revision", "fine-tune a revision model on revision trajectories (TRL SFT)"),
     "evaluate": ("ponder.training.evaluate", "strategies x budgets on test problems, difficulty bins, compute-optimal"),
     "pipeline": ("ponder.training.pipeline", "run a recipe folder's stages in order, resuming finished ones"),
+    "convert-gguf": ("ponder.inference.gguf", "turn a GGUF model file into a Hugging Face checkpoint folder"),
     "push": ("ponder.training.hub", "upload a checkpoint (with a model card) or a dataset folder to the Hub"),
 }
 
 
 def usage() -> str:
     lines = ["usage: ponder <command> [--config FILE] [--key value ...]", "", "commands:"]
-    lines += [f"  {name:<10} {summary}" for name, (_, summary) in STAGES.items()]
+    lines += [f"  {name:<13} {summary}" for name, (_, summary) in STAGES.items()]
     return "\n".join(lines)
 
 

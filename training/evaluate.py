@@ -53,6 +53,7 @@ from ponder.inference.tasks import get_task
 from ponder.training.configs import config_to_dict, parse_config
 from ponder.training.evaluate_report import build_report, write_report
 from ponder.training.outputs import write_json_atomic, write_text_atomic
+from ponder.training.problems import load_problems
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ RUN_SETTINGS = (  # what a finished run's rows depend on (besides its key: strat
     "levels",
     "problems_per_level",
     "problem_seed",
+    "problems_file",
+    "max_problems",
     "difficulty_samples",
     "probe_samples",
     "temperature",
@@ -111,7 +114,9 @@ class EvaluateConfig:
     """Checkpoints, test problems, strategies and budgets of an evaluation.
 
     `prm` ``"oracle"`` scores with the task's oracle step checker (toy world); `orm` and `revision`
-    are optional, and strategies that need a missing one are skipped with a log line.
+    are optional, and strategies that need a missing one are skipped with a log line. Test problems
+    come from the task's generator, or from the first `max_problems` rows of `problems_file` (a JSONL
+    file, a saved dataset or a Hub dataset id, its `problems_split` and `problems_config`).
     """
 
     policy: str = "outputs/toy/policy"
@@ -123,6 +128,10 @@ class EvaluateConfig:
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     problems_per_level: int = 20
     problem_seed: int = 0
+    problems_file: str | None = None
+    problems_split: str = "test"
+    problems_config: str | None = None
+    max_problems: int | None = None
     strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
     max_budget: int = 64
     difficulty_samples: int = 16
@@ -145,6 +154,11 @@ class EvaluateConfig:
             Strategy.parse(name)
         if not 1 <= self.probe_samples <= self.difficulty_samples:
             raise ValueError(f"probe_samples must lie in 1..difficulty_samples, got {self.probe_samples}")
+
+    def problems(self, task) -> list[dict]:
+        if self.problems_file:
+            return load_problems(task, self.problems_file, self.problems_split, self.max_problems, self.problems_config)
+        return [p for level in self.levels for p in task.generate(self.problems_per_level, level, self.problem_seed)]
 
     def search_settings(self) -> dict:
         keys = ("temperature", "top_p", "max_step_tokens", "max_solution_tokens", "aggregation", "seed")
@@ -280,9 +294,7 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
     task = get_task(config.task)
     tools = load_tools(task, **config.checkpoints(), device=config.device, **config.search_settings())
     strategies, skipped = available_strategies(config, tools)
-    problems = [
-        p for level in config.levels for p in task.generate(config.problems_per_level, level, config.problem_seed)
-    ]
+    problems = config.problems(task)
     logger.info("evaluating %d strategies on %d test problems", len(strategies), len(problems))
     timings_path = output_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}

@@ -136,7 +136,13 @@ def summary(output_root: Path) -> str:
     if report.exists():
         headline = _read(output_root / "evaluate" / "report.json") or {}
         if "efficiency_ratio" in headline:
-            lines.append(f"compute-optimal efficiency ratio: {headline['efficiency_ratio']}")
+            efficiency = headline.get("efficiency", {})
+            lines.append(
+                f"compute-optimal efficiency ratio: {headline['efficiency_ratio']} "
+                f"against {efficiency.get('reference')} "
+                f"(its gain over N = 1: {_number(efficiency.get('reference_gain_over_n1'))}, "
+                f"standard error {_number(efficiency.get('standard_error'))})"
+            )
         lines.append(f"report: {report}")
     return "\n".join(lines)
 

@@ -51,6 +51,9 @@ class VerifierConfig(LoraSettings):
     step_delimiter: str = "\n"
     step_tag: str | None = None
     prompt_template: str = "chat"
+    question_separator: str | None = None
+    system_prompt: str | None = None
+    turn_reply: str | None = None
     positive_token: str = "+"
     negative_token: str = "-"
     aggregation: str = "last"
@@ -80,7 +83,14 @@ class VerifierConfig(LoraSettings):
             raise ValueError(f"eval_fraction: must be in [0, 1), got {self.eval_fraction}")
 
     def step_format(self) -> StepFormat:
-        return StepFormat(self.step_delimiter, self.step_tag, self.prompt_template)
+        return StepFormat(
+            self.step_delimiter,
+            self.step_tag,
+            self.prompt_template,
+            self.question_separator,
+            self.system_prompt,
+            self.turn_reply,
+        )
 
 
 def load_rows(path: str) -> list[dict]:

@@ -38,6 +38,7 @@ class Sample:
     correct: bool
     values: list[float | None] = field(default_factory=list)
     rollouts: list[int] = field(default_factory=list)
+    successes: dict[int, str] = field(default_factory=dict)  # step index -> a successful rollout from there
 
     def __post_init__(self):
         self.values = [None] * len(self.steps)
@@ -88,7 +89,7 @@ class RolloutLabeller:
         targets: list[tuple[Sample, int]],
         seed: int,
         stop_at_success: bool = False,
-        known: dict[str, tuple[float, int]] | None = None,
+        known: dict[str, tuple[float, int, str | None]] | None = None,
     ) -> None:
         """Roll out `k` completions from each (sample, step index) prefix and record the value.
 
@@ -96,7 +97,9 @@ class RolloutLabeller:
         once and its value given to every sample that has it. With `stop_at_success`, rollouts go out
         in stages (`success_stages`) and a prefix stops at its first success; its value is then the
         success fraction of the rollouts it used. `known` maps prefixes rolled out before (by an
-        earlier call) to (value, rollouts): they are not rolled out again, and new ones are added.
+        earlier call) to (value, rollouts, first successful rollout or None): they are not rolled out
+        again, and new ones are added. A sample keeps its prefixes' first successful rollouts in
+        `successes`.
         """
         delimiter = self.task.step_delimiter
         chats: dict[str, str] = {}  # the chat template is rendered once per question
@@ -110,6 +113,7 @@ class RolloutLabeller:
         pending = [prompt for prompt in by_prompt if prompt not in known]
         successes = dict.fromkeys(pending, 0)
         used = dict.fromkeys(pending, 0)
+        first_success: dict[str, str] = {}
         for stage, n in enumerate(success_stages(self.k) if stop_at_success else [self.k]):
             if not pending:
                 break
@@ -117,17 +121,22 @@ class RolloutLabeller:
             for prompt, outs in zip(pending, outputs):
                 prefix, sharing = by_prompt[prompt]
                 gold = sharing[0][0].problem["answer"]
-                successes[prompt] += sum(
-                    c.finish_reason == "eos" and self.task.grade(prefix + c.text, gold) for c in outs
-                )
+                for c in outs:
+                    if c.finish_reason == "eos" and self.task.grade(prefix + c.text, gold):
+                        successes[prompt] += 1
+                        first_success.setdefault(prompt, c.text)
                 used[prompt] += len(outs)
                 self.counter.rollouts += len(outs)
                 self.counter.generated_tokens += sum(c.num_tokens for c in outs)
             pending = [prompt for prompt in pending if not (stop_at_success and successes[prompt])]
-        known.update((prompt, (successes[prompt] / used[prompt], used[prompt])) for prompt in successes)
+        for prompt in successes:
+            known[prompt] = (successes[prompt] / used[prompt], used[prompt], first_success.get(prompt))
         for prompt, (_, sharing) in by_prompt.items():
+            value, rollouts, success = known[prompt]
             for sample, j in sharing:
-                sample.values[j], sample.rollouts[j] = known[prompt]
+                sample.values[j], sample.rollouts[j] = value, rollouts
+                if success is not None:
+                    sample.successes[j] = success
 
     def per_step(self, samples: list[Sample], seed: int) -> None:
         self.estimate([(s, i) for s in samples for i in range(len(s.steps) - 1)], seed)
@@ -137,7 +146,13 @@ class RolloutLabeller:
 
         A right sample is itself a successful rollout of each of its prefixes, so a wrong sample's
         steps shared with a right sample of the same problem are positive without rollouts and the
-        bisection starts after them.
+        bisection starts after them. Likewise a successful rollout from step i that writes the
+        sample's own next steps i+1..j is a successful rollout of those longer prefixes too: the
+        bisection moves past j, and its next probe is step j+1, where the rollout left the sample's
+        path (the likely first error), instead of the midpoint. So the first probe is the first
+        unknown step: when it is alive it is cheap (its rollouts stop at the first success), and its
+        successful rollout often writes the sample's steps up to the error; at worst it costs one
+        probe more than plain bisection.
         """
         right_prefixes = {
             (s.problem["id"], tuple(s.steps[: i + 1])) for s in samples if s.correct for i in range(len(s.steps))
@@ -150,23 +165,36 @@ class RolloutLabeller:
                     start += 1
                 bounds[id(s)] = [start, len(s.steps) - 1]
         wrong = [s for s in samples if id(s) in bounds]
-        known: dict[str, tuple[float, int]] = {}  # a prefix probed for one sample serves the others
+        known: dict[str, tuple[float, int, str | None]] = {}  # a prefix probed for one sample serves the others
+        suspects = {id(s): bounds[id(s)][0] for s in wrong}  # sample -> next probe, if not the midpoint
         round_index = 0
         while True:
             open_ = [s for s in wrong if bounds[id(s)][0] < bounds[id(s)][1]]
             if not open_:
                 break
-            mids = [(s, sum(bounds[id(s)]) // 2) for s in open_]
+            mids = [(s, suspects.pop(id(s), sum(bounds[id(s)]) // 2)) for s in open_]
             self.estimate(mids, derive_seed(seed, "round", round_index), stop_at_success=True, known=known)
             for s, mid in mids:
                 if s.values[mid] > 0:
-                    bounds[id(s)][0] = mid + 1
+                    followed = self.steps_followed(s, mid)
+                    bounds[id(s)][0] = min(mid + 1 + followed, bounds[id(s)][1])
+                    if followed and bounds[id(s)][0] < bounds[id(s)][1]:
+                        suspects[id(s)] = bounds[id(s)][0]
                 else:
                     bounds[id(s)][1] = mid
             round_index += 1
         for s in samples:
             first_zero = bounds[id(s)][0] if id(s) in bounds else len(s.steps)
             s.values = [1.0 if i < first_zero else 0.0 for i in range(len(s.steps))]
+
+    def steps_followed(self, sample: Sample, index: int) -> int:
+        """How many of `sample`'s steps after `index` its successful rollout from `index` writes verbatim."""
+        written = self.task.split_steps(sample.successes[index])
+        following = sample.steps[index + 1 :]
+        count = 0
+        while count < min(len(written), len(following)) and written[count] == following[count]:
+            count += 1
+        return count
 
 
 def derive_seed(*parts) -> int:

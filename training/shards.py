@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ponder.training.outputs import write_json_atomic, write_text_atomic
+from ponder.training.problems import load_problems
 
 SHARD_DIR = "shards"
 logger = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ logger = logging.getLogger(__name__)
 class SampledDataConfig:
     """Keys every data stage shares: which policy samples which problems, how, and where rows go.
 
-    Problems come from the task's generator (`problems_per_level` per level of `levels`, `split`).
+    Problems come from the task's generator (`problems_per_level` per level of `levels`, `split`), or,
+    when `problems_file` is set, from the first `max_problems` rows of that dataset's `split` (a JSONL
+    file, a saved dataset folder or a Hub dataset id; `problems_config` names a Hub config).
     """
 
     policy: str = "outputs/toy/policy"
@@ -41,6 +44,9 @@ class SampledDataConfig:
     top_p: float = 1.0
     max_new_tokens: int = 192
     shard_size: int = 16
+    problems_file: str | None = None
+    problems_config: str | None = None
+    max_problems: int | None = None
     output_dir: str = "outputs/toy/data"
     backend: str = "auto"
     push_to_hub: bool = False
@@ -53,7 +59,9 @@ class SampledDataConfig:
             raise ValueError("push_to_hub: set hub_dataset_id")
 
     def problems(self, task) -> list[dict]:
-        """The configured problems, level by level."""
+        """The configured problems: the dataset's rows, or the generator's level by level."""
+        if self.problems_file:
+            return load_problems(task, self.problems_file, self.split, self.max_problems, self.problems_config)
         return [
             p for level in self.levels for p in task.generate(self.problems_per_level, level, self.seed, self.split)
         ]

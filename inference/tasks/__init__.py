@@ -28,12 +28,22 @@ class Task(Protocol):
 
     def grade(self, text: str, gold: str) -> bool: ...
 
+    def problem_from_row(self, row: dict, index: int) -> dict: ...
+
 
 def split_on_delimiter(text: str, delimiter: str) -> list[str]:
     """Steps of a solution; one trailing delimiter is ignored, empty steps inside are kept."""
     if text.endswith(delimiter):
         text = text[: -len(delimiter)]
     return text.split(delimiter) if text else []
+
+
+def problem_row(row: dict, index: int, question_key: str, answer) -> dict:
+    """``{id, problem, answer, level}`` from a dataset row; a missing field is an error naming the row."""
+    if question_key not in row or answer is None:
+        raise ValueError(f"row {index}: needs {question_key!r} and an answer, has keys {sorted(row)}")
+    identifier = row.get("unique_id", row.get("id", index))
+    return {"id": str(identifier), "problem": row[question_key], "answer": str(answer), "level": row.get("level")}
 
 
 TASK_NAMES = ("arith", "math", "gsm8k")
@@ -56,4 +66,4 @@ def get_task(name: str) -> Task:
     raise ValueError(f"unknown task {name!r}; known tasks: {TASK_NAMES}")
 
 
-__all__ = ["TASK_NAMES", "Task", "get_task", "split_on_delimiter"]
+__all__ = ["TASK_NAMES", "Task", "get_task", "problem_row", "split_on_delimiter"]

@@ -25,7 +25,7 @@ import re
 import zlib
 from dataclasses import dataclass
 
-from ponder.inference.tasks import split_on_delimiter
+from ponder.inference.tasks import problem_row, split_on_delimiter
 
 STEP_DELIMITER = "\n"
 ANSWER_PREFIX = "Answer: "
@@ -220,6 +220,10 @@ class ArithTask:
 
     def make_prompt(self, problem: dict) -> str:
         return problem["problem"]
+
+    def problem_from_row(self, row: dict, index: int) -> dict:
+        """A row of problems written by `generate` (``{id, problem, answer, level}``), checked."""
+        return problem_row(row, index, question_key="problem", answer=row.get("answer"))
 
     def split_steps(self, text: str) -> list[str]:
         return split_steps(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ponder.inference.tasks import problem_row
 from ponder.inference.tasks.grading import equivalent
 from ponder.inference.tasks.math import BOXED, MathTask, last_boxed
 
@@ -50,3 +51,9 @@ class GSM8KTask(MathTask):
     def check_answer(self, answer: str, gold: str) -> bool:
         gold = (marked_answer(gold) or "") if ANSWER_MARKER in gold else gold
         return equivalent(normalize_number(answer), normalize_number(gold), self.timeout_seconds)
+
+    def problem_from_row(self, row: dict, index: int) -> dict:
+        """A GSM8K row (``question``, reference ``answer`` ending in ``#### n``) as a problem whose answer is n."""
+        reference = row.get("answer")
+        answer = marked_answer(reference) if isinstance(reference, str) and ANSWER_MARKER in reference else reference
+        return problem_row(row, index, question_key="question" if "question" in row else "problem", answer=answer)

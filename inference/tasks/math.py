@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ponder.inference.tasks import split_on_delimiter
+from ponder.inference.tasks import problem_row, split_on_delimiter
 from ponder.inference.tasks.grading import DEFAULT_TIMEOUT_SECONDS, equivalent
 
 STEP_DELIMITER = "\n\n"
@@ -80,3 +80,9 @@ class MathTask:
     def grade(self, text: str, gold: str) -> bool:
         answer = self.extract_answer(text)
         return answer is not None and self.check_answer(answer, gold)
+
+    def problem_from_row(self, row: dict, index: int) -> dict:
+        """A MATH / MATH-500 row as a problem: ``problem`` and ``answer`` (else the reference ``solution``'s last
+        boxed answer, as in MATH's train split); ``unique_id`` and ``level`` are kept."""
+        answer = row.get("answer") or last_boxed(row.get("solution") or "")
+        return problem_row(row, index, question_key="problem", answer=answer)
