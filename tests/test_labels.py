@@ -142,14 +142,14 @@ def test_two_processes_and_resume_after_kill_give_the_same_dataset(small_policy,
 
 
 def test_push_to_hub_sends_the_merged_dataset_with_its_stats(small_policy, tmp_path, monkeypatch):
-    from ponder.training import labels
+    from ponder.training import labels, shards
 
     pushed = []
 
     def record_push(folder, repo_id):
         pushed.append((repo_id, json.loads((Path(folder) / "stats.json").read_text())["rows"]))
 
-    monkeypatch.setattr(labels, "push_dataset", record_push)  # ponder.training.hub.push_dataset; tested in test_hub
+    monkeypatch.setattr(shards, "push_dataset", record_push)  # ponder.training.hub.push_dataset; tested in test_hub
     args = stage_args(small_policy, tmp_path, "--push_to_hub", "true", "--hub_dataset_id", "me/arith-labels")
     stats = labels.main(args[2:])  # in this process: the Hub is the only thing mocked
     assert pushed == [("me/arith-labels", stats["rows"])] and stats["rows"] > 0

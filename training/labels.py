@@ -16,16 +16,13 @@ import logging
 import time
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from ponder.inference.generation import make_generator
 from ponder.inference.tasks import get_task
-from ponder.training.configs import config_to_dict, parse_config
-from ponder.training.hub import push_dataset
+from ponder.training.configs import parse_config
 from ponder.training.label_quality import agreement
-from ponder.training.outputs import write_json_atomic
 from ponder.training.rollout_labels import MODES, RolloutLabeller, stepwise_row
-from ponder.training.shards import SampledDataConfig, process_state, run_sharded_stage, save_rows
+from ponder.training.shards import SampledDataConfig, process_state, run_sharded_stage, save_data_stage
 
 logger = logging.getLogger(__name__)
 AFTER_FIRST_ZERO = ("keep", "drop")
@@ -121,13 +118,8 @@ def run_labels(config: LabelConfig) -> dict | None:
     if merged is None:
         return None
     rows, shard_stats = merged
-    save_rows(config.output_dir, rows, "labels.jsonl")
     stats = summarize(config, shard_stats, rows, task, time.monotonic() - start)
-    stats["config"] = config_to_dict(config)
-    write_json_atomic(Path(config.output_dir) / "stats.json", stats)
-    if config.push_to_hub:
-        push_dataset(config.output_dir, config.hub_dataset_id)
-    return stats
+    return save_data_stage(config, rows, stats, "labels.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict | None:

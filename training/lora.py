@@ -1,9 +1,14 @@
-"""LoRA through peft: the recipe keys every fine-tuning stage shares, wrapping, and merging for release."""
+"""LoRA through peft: the recipe keys every fine-tuning stage shares, wrapping, merging for release, and
+the train-then-save tail of every fine-tuning stage."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ponder.training.outputs import write_checkpoint_metadata
 
 ADAPTER_DIR = "adapter"
 
@@ -41,3 +46,28 @@ def merge_adapter(base_model, output_dir: Path) -> None:
 
     merged = PeftModel.from_pretrained(base_model, Path(output_dir) / ADAPTER_DIR).merge_and_unload()
     merged.save_pretrained(output_dir)
+
+
+def train_and_save(
+    trainer, tokenizer, settings: LoraSettings, load_base: Callable, metadata: dict, *configs, evaluate: bool
+) -> tuple | None:
+    """Train, evaluate when `evaluate`, and save a checkpoint that loads without peft.
+
+    A LoRA run keeps its adapter in ``adapter/`` and the merged model (onto `load_base()`) at the top;
+    the tokenizer, ``ponder.json`` (`metadata`) and the recipe (`configs`) go beside it. Returns
+    (train output, train seconds, eval metrics) on the main process and None on the others.
+    """
+    start = time.monotonic()
+    result = trainer.train()
+    train_seconds = time.monotonic() - start
+    metrics = trainer.evaluate() if evaluate else {}
+    output_dir = Path(trainer.args.output_dir)
+    trainer.save_model(str(output_dir / ADAPTER_DIR) if settings.use_peft else str(output_dir))
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return None
+    if settings.use_peft:
+        merge_adapter(load_base(), output_dir)
+    tokenizer.save_pretrained(output_dir)
+    write_checkpoint_metadata(output_dir, metadata, *configs)
+    return result, train_seconds, metrics

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from ponder.inference.step_format import StepFormat
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import READS
 from ponder.training.configs import parse_config
-from ponder.training.lora import ADAPTER_DIR, LoraSettings, merge_adapter, with_lora
-from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
+from ponder.training.lora import LoraSettings, train_and_save, with_lora
+from ponder.training.outputs import write_json_atomic
 from ponder.training.trainer_push import HubPush
 from ponder.training.verifier_data import build_features
 from ponder.training.verifier_trainer import HEADS, StepCollator, VerifierTrainer, disable_dropout, step_metrics
@@ -183,19 +182,20 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         label_token_ids=label_token_ids,
         callbacks=[hub_push],
     )
-    start = time.monotonic()
-    result = trainer.train()
-    train_seconds = time.monotonic() - start
-    label_metrics = trainer.evaluate() if eval_features else {}
-    output_dir = Path(args.output_dir)
-    trainer.save_model(str(output_dir / ADAPTER_DIR) if config.use_peft else str(output_dir))
-    trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
+    saved = train_and_save(
+        trainer,
+        tokenizer,
+        config,
+        lambda: load_model(config, tokenizer),
+        verifier_metadata(config),
+        config,
+        args,
+        evaluate=bool(eval_features),
+    )
+    if saved is None:
         return {}
-    if config.use_peft:
-        merge_adapter(load_model(config, tokenizer), output_dir)
-    tokenizer.save_pretrained(output_dir)
-    write_checkpoint_metadata(output_dir, verifier_metadata(config), config, args)
+    result, train_seconds, label_metrics = saved
+    output_dir = Path(args.output_dir)
     record = {
         "training": {
             "steps": trainer.state.global_step,

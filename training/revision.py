@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from trl import SFTConfig, SFTTrainer
 from ponder.inference.revision import RevisionFormat
 from ponder.inference.tasks import get_task
 from ponder.training.configs import parse_config
-from ponder.training.lora import ADAPTER_DIR, LoraSettings, merge_adapter, with_lora
-from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
+from ponder.training.lora import LoraSettings, train_and_save, with_lora
+from ponder.training.outputs import write_json_atomic
 from ponder.training.prm import distributed_setup, load_rows, split_by_problem
 from ponder.training.revision_eval import judge_revisions
 from ponder.training.trainer_push import HubPush
@@ -112,19 +111,20 @@ def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
         eval_dataset=Dataset.from_list(eval_rows).remove_columns("problem_id") if eval_rows else None,
         processing_class=tokenizer,
     )
-    start = time.monotonic()
-    result = trainer.train()
-    train_seconds = time.monotonic() - start
-    eval_loss = trainer.evaluate() if eval_rows else {}
-    output_dir = Path(args.output_dir)
-    trainer.save_model(str(output_dir / ADAPTER_DIR) if config.use_peft else str(output_dir))
-    trainer.accelerator.wait_for_everyone()
-    if not trainer.is_world_process_zero():
+    saved = train_and_save(
+        trainer,
+        tokenizer,
+        config,
+        lambda: AutoModelForCausalLM.from_pretrained(config.model_name_or_path),
+        metadata,
+        config,
+        args,
+        evaluate=bool(eval_rows),
+    )
+    if saved is None:
         return {}
-    if config.use_peft:
-        merge_adapter(AutoModelForCausalLM.from_pretrained(config.model_name_or_path), output_dir)
-    tokenizer.save_pretrained(output_dir)
-    write_checkpoint_metadata(output_dir, metadata, config, args)
+    result, train_seconds, eval_loss = saved
+    output_dir = Path(args.output_dir)
     record = {
         "training": {
             "steps": trainer.state.global_step,

@@ -21,17 +21,14 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from rapidfuzz.distance import Levenshtein
 
 from ponder.inference.generation import make_generator
 from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, run_chains
 from ponder.inference.tasks import get_task
-from ponder.training.configs import config_to_dict, parse_config
-from ponder.training.hub import push_dataset
-from ponder.training.outputs import write_json_atomic
-from ponder.training.shards import SampledDataConfig, process_state, run_sharded_stage, save_rows
+from ponder.training.configs import parse_config
+from ponder.training.shards import SampledDataConfig, process_state, run_sharded_stage, save_data_stage
 
 logger = logging.getLogger(__name__)
 
@@ -172,14 +169,9 @@ def run_revisions(config: RevisionsConfig) -> dict | None:
     if merged is None:
         return None
     rows, shard_stats = merged
-    save_rows(config.output_dir, rows, "trajectories.jsonl")
     stats = summarize(shard_stats, rows, time.monotonic() - start)
     stats["revision_format"] = config.revision_format.to_dict()
-    stats["config"] = config_to_dict(config)
-    write_json_atomic(Path(config.output_dir) / "stats.json", stats)
-    if config.push_to_hub:
-        push_dataset(config.output_dir, config.hub_dataset_id)
-    return stats
+    return save_data_stage(config, rows, stats, "trajectories.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict | None:

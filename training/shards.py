@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ponder.training.configs import config_to_dict
+from ponder.training.hub import push_dataset
 from ponder.training.outputs import write_json_atomic, write_text_atomic
 from ponder.training.problems import load_problems
 
@@ -148,9 +150,16 @@ def run_sharded_stage(
     return merge_shards(output_dir, len(split_into_shards(items, shard_size)))
 
 
-def save_rows(output_dir: str | os.PathLike, rows: list[dict], jsonl_name: str) -> None:
-    """The rows as a `datasets` dataset in `output_dir/dataset` and an exact JSONL export."""
+def save_data_stage(config: SampledDataConfig, rows: list[dict], stats: dict, jsonl_name: str) -> dict:
+    """Write a data stage's outputs: the rows as a `datasets` dataset in ``dataset/`` and an exact JSONL
+    export, ``stats.json`` with the config, then the Hub push when configured. Returns the stats."""
     from datasets import Dataset
 
-    Dataset.from_list(rows).save_to_disk(str(Path(output_dir) / "dataset"))
-    write_text_atomic(Path(output_dir) / jsonl_name, "".join(json.dumps(row) + "\n" for row in rows))
+    output_dir = Path(config.output_dir)
+    Dataset.from_list(rows).save_to_disk(str(output_dir / "dataset"))
+    write_text_atomic(output_dir / jsonl_name, "".join(json.dumps(row) + "\n" for row in rows))
+    stats["config"] = config_to_dict(config)
+    write_json_atomic(output_dir / "stats.json", stats)
+    if config.push_to_hub:
+        push_dataset(config.output_dir, config.hub_dataset_id)
+    return stats
