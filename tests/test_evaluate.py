@@ -30,7 +30,8 @@ def revision_checkpoint(small_policy, tmp_path_factory):
 
 def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "eval"
-    args = TINY + ["--policy", str(small_policy), "--revision", str(revision_checkpoint), "--output_dir", str(out)]
+    args = TINY + ["--policy", str(small_policy), "--revision", str(revision_checkpoint), "--output_dir", str(out),
+                   "--large_policy", str(small_policy)]  # fmt: skip
     report = evaluate_stage.main(args)
 
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
@@ -65,8 +66,18 @@ def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_c
     assert set(report["compute_optimal"]) == {"oracle", "predicted", "absolute", "single"}
     check = report["solver_check"]
     assert check["budget"] == 4 and check["mean_generations"] <= 4 and 0 <= check["accuracy"] <= 1
-    assert "not run" in report["flops_matched"] and "revision_l2" not in report["skipped_strategies"]
-    for name in ("report.json", "report.md", "accuracy_vs_budget.png", "accuracy_per_bin.png", "revision_heatmap.png"):
+    assert "revision_l2" not in report["skipped_strategies"]
+
+    # FLOPs-matched against itself as the "large" policy: equal FLOPs leave exactly one generation per query
+    matched = report["flops_matched"]
+    greedy = [json.loads(line) for line in next((out / "runs").glob("large_policy_greedy_*.jsonl")).open()]
+    assert len(greedy) == 8 and matched["large_greedy"]["all"] == pytest.approx(sum(r["correct"] for r in greedy) / 8)
+    for result in matched["by_ratio"]:
+        assert result["matched_generations"] == 1.0 and result["budget"] == 1 and not result["capped"]
+        assert result["small_compute_optimal"]["all"] == report["compute_optimal"]["oracle"]["cv_accuracy"]["1"]
+    names = ("report.json", "report.md", "accuracy_vs_budget.png", "accuracy_per_bin.png", "revision_heatmap.png",
+             "flops_matched.png")  # fmt: skip
+    for name in names:
         assert (out / name).stat().st_size > 0
     assert "efficiency ratio" in (out / "report.md").read_text()
 

@@ -15,7 +15,9 @@
    the deployable one, is saved as ``compute_optimal.json``.
 5. Solver check: per fold, the policy fit on the other fold solves this fold's problems at
    `solver_check_budget`, its difficulty probe charged against the budget.
-6. ``report.json``, ``report.md`` and plots (`evaluate_report`).
+6. FLOPs-matched comparison when `large_policy` names a larger toy policy: its greedy answers on the
+   same problems against this policy's compute-optimal accuracy at equal total FLOPs (`flops_matched`).
+7. ``report.json``, ``report.md`` and plots (`evaluate_report`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from ponder.inference.strategies import (
 from ponder.inference.tasks import get_task
 from ponder.training.configs import config_to_dict, parse_config
 from ponder.training.evaluate_report import build_report, write_report
+from ponder.training.flops_matched import greedy_rows, pretraining_record
 from ponder.training.outputs import write_json_atomic, write_text_atomic
 from ponder.training.problems import load_problems
 
@@ -114,7 +117,8 @@ class EvaluateConfig:
     """Checkpoints, test problems, strategies and budgets of an evaluation.
 
     `prm` ``"oracle"`` scores with the task's oracle step checker (toy world); `orm` and `revision`
-    are optional, and strategies that need a missing one are skipped with a log line. Test problems
+    are optional, and strategies that need a missing one are skipped with a log line. `large_policy`
+    (optional) is a larger policy for the FLOPs-matched comparison, answering greedily. Test problems
     come from the task's generator, or from the first `max_problems` rows of `problems_file` (a JSONL
     file, a saved dataset or a Hub dataset id, its `problems_split` and `problems_config`).
     """
@@ -124,6 +128,7 @@ class EvaluateConfig:
     prm_kind: str | None = None
     orm: str | None = None
     revision: str | None = None
+    large_policy: str | None = None
     task: str = "arith"
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
     problems_per_level: int = 20
@@ -276,6 +281,14 @@ def solver_check(
     return solved
 
 
+def large_policy_greedy(config: EvaluateConfig, problems: list[dict], task) -> list[dict]:
+    """The large policy's greedy answers to the test problems (one generation each)."""
+    from ponder.inference.generation import make_generator
+
+    generator = make_generator(config.large_policy, device=config.device)
+    return greedy_rows(problems, generator, task, config.max_solution_tokens)
+
+
 def save_rows(output_dir: Path, rows: list[dict]) -> None:
     """All sweep rows as JSONL and as a `datasets` folder, in fixed columns."""
     from datasets import Dataset
@@ -324,6 +337,18 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
             timings,
             "solver_check",
         )
+    large = None
+    if config.large_policy:
+        large = {
+            "small": pretraining_record(config.policy),
+            "large": pretraining_record(config.large_policy),
+            "greedy": cached(
+                runs_dir / f"large_policy_greedy_{zlib.crc32(config.large_policy.encode()):08x}.jsonl",
+                lambda: large_policy_greedy(config, problems, task),
+                timings,
+                "large_policy_greedy",
+            ),
+        }
     timings["total_this_run"] = round(time.monotonic() - start, 1)
     write_json_atomic(timings_path, timings)
     parameters = {
@@ -343,6 +368,7 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
         skipped=skipped,
         parameters=parameters,
         timings=timings,
+        large=large,
     )
     write_report(output_dir, report)
     return report

@@ -14,13 +14,11 @@ from pathlib import Path
 
 from ponder.inference.difficulty import Binning
 from ponder.inference.strategies import Strategy
+from ponder.training.flops_matched import compare as flops_matched_comparison
 from ponder.training.outputs import write_json_atomic, write_text_atomic
 
 REFERENCE = "bon_weighted"
-FLOPS_MATCHED_NOTE = (
-    "not run: the FLOPs-matched comparison against a ~14x larger policy (Snell et al. Figure 1) is the "
-    "lowest-priority part of the evaluation and is not implemented yet"
-)
+FLOPS_MATCHED_NOTE = "not run: set `large_policy` to a larger policy trained on the same data"
 
 
 def mean(values) -> float:
@@ -112,8 +110,13 @@ def build_report(
     skipped: dict[str, str],
     parameters: dict,
     timings: dict,
+    large: dict | None = None,
 ) -> dict:
-    """Every figure of the evaluation as one JSON-ready dict (with a markdown summary)."""
+    """Every figure of the evaluation as one JSON-ready dict (with a markdown summary).
+
+    `large` (optional): ``{small, large, greedy}`` pretraining records and greedy rows of a larger policy
+    for the FLOPs-matched comparison, made on the oracle bins.
+    """
     cap = config["max_budget"]
     accuracy = accuracy_table(rows)
     compute_optimal = {name: cv_summary(result, bins[name]) for name, result in cv.items()}
@@ -163,7 +166,17 @@ def build_report(
             ),
         },
         "solver_check": solver_summary(solver_rows, accuracy, compute_optimal, config),
-        "flops_matched": FLOPS_MATCHED_NOTE,
+        "flops_matched": FLOPS_MATCHED_NOTE
+        if large is None
+        else flops_matched_comparison(
+            large["small"],
+            large["large"],
+            large["greedy"],
+            compute_optimal["oracle"]["per_bin_cv_accuracy"],
+            cv_oracle,
+            bins["oracle"].bins,
+            sorted({r["budget"] for r in rows}),
+        ),
         "seconds": timings,
     }
     report["summary_markdown"] = summary_markdown(report)
@@ -301,7 +314,7 @@ def report_markdown(report: dict, plots: list[str]) -> str:
         "",
         markdown_table(["N"] + predicted["binning"]["labels"], choices),
         "",
-        f"FLOPs-matched comparison: {report['flops_matched']}.",
+        flops_matched_markdown(report["flops_matched"]),
         "",
         f"Skipped strategies: {report['skipped_strategies'] or 'none'}",
         "",
@@ -310,6 +323,65 @@ def report_markdown(report: dict, plots: list[str]) -> str:
     ]
     sections += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(sections) + "\n"
+
+
+def flops_matched_markdown(matched: dict | str) -> str:
+    """The FLOPs-matched section: per R, the small policy's compute-optimal accuracy vs the large one's greedy."""
+    if isinstance(matched, str):
+        return f"FLOPs-matched comparison: {matched}."
+    labels = [k for k in matched["large_greedy"] if k != "all"]
+    params = matched["parameters"]
+    greedy = matched["large_greedy"]
+    body = [["large policy, greedy", "–", "–", greedy["all"]] + [greedy[b] for b in labels]]
+    for result in matched["by_ratio"]:
+        accuracy = result["small_compute_optimal"]
+        budget = f"{result['budget']}{' (cap)' if result['capped'] else ''}"
+        body.append(
+            [f"small + compute-optimal, R = {result['ratio']}", result["matched_generations"], budget, accuracy["all"]]
+            + [accuracy[b] for b in labels]
+        )
+    return "\n".join(
+        [
+            "## FLOPs-matched comparison (Snell et al. Figure 1)",
+            "",
+            f"Large policy {params['large']:,} parameters ({matched['pretraining_tokens']['large']:,} pretraining "
+            f"tokens) against this policy, {params['small']:,} parameters ({matched['pretraining_tokens']['small']:,} "
+            "tokens), at equal pretraining + inference FLOPs; R = inference tokens / pretraining tokens. Columns: "
+            'generations per query the small policy may spend, the swept budget used ("cap": the sweep ends '
+            "below the matched budget, which understates the small policy), accuracy overall and per oracle bin.",
+            "",
+            markdown_table(["", "matched generations", "budget N", "all"] + [f"bin {b}" for b in labels], body),
+        ]
+    )
+
+
+def plot_flops_matched(report: dict, path: Path) -> bool:
+    """Bars per oracle bin: the large policy greedy and the small one at each R; False when not run."""
+    import matplotlib.pyplot as plt
+
+    matched = report["flops_matched"]
+    if isinstance(matched, str):
+        return False
+    labels = [k for k in matched["large_greedy"] if k != "all"]
+    series = [("large, greedy", [matched["large_greedy"][b] for b in labels])]
+    series += [
+        (f"small + compute-optimal, R={r['ratio']} (N={r['budget']})", [r["small_compute_optimal"][b] for b in labels])
+        for r in matched["by_ratio"]
+    ]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(labels), 4))
+    for i, (name, values) in enumerate(series):
+        xs = [j + i * width for j in range(len(labels))]
+        ax.bar(xs, [float("nan") if v is None else v for v in values], width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], [f"bin {b}" for b in labels])
+    ax.set_ylabel("accuracy")
+    ax.set_title("FLOPs-matched: larger policy vs test-time compute")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def plot_accuracy(report: dict, path: Path) -> None:
@@ -401,6 +473,9 @@ def write_report(output_dir: Path, report: dict) -> None:
     heatmap = output_dir / "revision_heatmap.png"
     if plot_revision_heatmap(report, heatmap):
         plots.append(heatmap)
+    flops_plot = output_dir / "flops_matched.png"
+    if plot_flops_matched(report, flops_plot):
+        plots.append(flops_plot)
     report["plots"] = [p.name for p in plots]
     write_json_atomic(output_dir / "report.json", report)
     write_text_atomic(output_dir / "report.md", report_markdown(report, [str(p) for p in plots]))
