@@ -49,8 +49,7 @@ def greedy_rows(problems: list[dict], generator, task, max_new_tokens: int) -> l
     outputs = generator.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens))
     rows = []
     for problem, (completion,) in zip(problems, outputs):
-        answer = task.extract_answer(completion.text) if completion.finish_reason == "eos" else None
-        correct = answer is not None and task.check_answer(answer, problem["answer"])
+        correct = completion.finish_reason == "eos" and task.grade(completion.text, problem["answer"])
         rows.append({"id": problem["id"], "correct": correct, "generated_tokens": completion.num_tokens})
     return rows
 
