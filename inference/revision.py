@@ -54,6 +54,22 @@ class RevisionFormat:
             self.messages(question, attempts), tokenize=False, add_generation_prompt=True
         )
 
+    def fitted_prompt(self, tokenizer, question: str, attempts: list[str], max_tokens: int | None) -> tuple[str, int]:
+        """`prompt` with the oldest attempts left out until it is at most `max_tokens` tokens long.
+
+        Returns the prompt and how many attempts it shows. A model fed past the positions it was
+        trained on degrades silently (RoPE extrapolates), so a prompt that fits even without
+        attempts is required: the question alone too long is an error.
+        """
+        shown = attempts[-self.context_window :] if self.context_window else []
+        while True:
+            text = self.prompt(tokenizer, question, shown)
+            if max_tokens is None or len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_tokens:
+                return text, len(shown)
+            if not shown:
+                raise ValueError(f"the question alone needs more than {max_tokens} prompt tokens: {question[:80]!r}")
+            shown = shown[1:]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -67,6 +83,7 @@ class Attempt:
     num_tokens: int
     score: float = 0.0
     verifier_tokens: int = 0
+    attempts_shown: int = 0  # earlier attempts in its prompt; fewer than the window when the context was full
 
 
 Chains = list[list[Attempt]]  # one problem's chains, each a list of attempts in turn order
@@ -84,9 +101,17 @@ def run_chains(
     max_new_tokens: int = 256,
     seed: int = 0,
 ) -> list[Chains]:
-    """`chains` chains of `length` attempts for every problem in `rows`; one generator call per turn."""
+    """`chains` chains of `length` attempts for every problem in `rows`; one generator call per turn.
+
+    Prompts leave room for `max_new_tokens` within the model's context (`context_limit`): the oldest
+    attempts are left out of a prompt that would not (counted in each `Attempt.attempts_shown`).
+    """
     if chains < 1 or length < 1:
         raise ValueError(f"chains and length must be at least 1, got {chains} and {length}")
+    limit = context_limit(generator.tokenizer)
+    max_prompt_tokens = None if limit is None else limit - max_new_tokens
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no prompt room in the model's {limit} positions")
     questions = [task.make_prompt(row) for row in rows]
     results: list[Chains] = [[[] for _ in range(chains)] for _ in rows]
     for turn in range(length):
@@ -98,11 +123,21 @@ def run_chains(
             seed=zlib.crc32(f"revision:{seed}:{turn}".encode()),
         )
         slots = [(p, c) for p in range(len(rows)) for c in range(chains)]
-        prompts = [fmt.prompt(generator.tokenizer, questions[p], [a.text for a in results[p][c]]) for p, c in slots]
-        for (p, c), (completion,) in zip(slots, generator.generate(prompts, params)):
+        fitted = [
+            fmt.fitted_prompt(generator.tokenizer, questions[p], [a.text for a in results[p][c]], max_prompt_tokens)
+            for p, c in slots
+        ]
+        completions = generator.generate([prompt for prompt, _ in fitted], params)
+        for (p, c), (_, shown), (completion,) in zip(slots, fitted, completions):
             answer = task.extract_answer(completion.text) if completion.finish_reason == "eos" else None
-            results[p][c].append(Attempt(completion.text, answer, completion.num_tokens))
+            results[p][c].append(Attempt(completion.text, answer, completion.num_tokens, attempts_shown=shown))
     return results
+
+
+def context_limit(tokenizer) -> int | None:
+    """The tokenizer's `model_max_length`, or None where it is the "no limit" placeholder (about 1e30)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and limit < 10**9 else None
 
 
 def score_attempts(verifier, task, rows: list[dict], per_problem: list[Chains], aggregation: str = "last") -> None:

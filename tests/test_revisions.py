@@ -58,6 +58,22 @@ def test_chat_layout_shows_the_last_attempts_and_repeats_the_question():
     assert RevisionFormat(context_window=0).messages("1+2", ["try"]) == [{"role": "user", "content": "1+2"}]
 
 
+def test_a_prompt_past_the_context_leaves_out_the_oldest_attempts(small_policy):
+    tokenizer = AutoTokenizer.from_pretrained(small_policy)
+    attempts = [f"{i}" * 40 for i in range(4)]
+
+    def length(text):
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    full, shown = FMT.fitted_prompt(tokenizer, "1+2", attempts, None)
+    assert shown == 4 and full == FMT.prompt(tokenizer, "1+2", attempts)
+    limit = length(FMT.prompt(tokenizer, "1+2", attempts[1:])) + 5  # room for 3 attempts, not 4
+    text, shown = FMT.fitted_prompt(tokenizer, "1+2", attempts, limit)
+    assert shown == 3 and text == FMT.prompt(tokenizer, "1+2", attempts[1:]) and length(text) <= limit
+    with pytest.raises(ValueError, match="question alone"):
+        FMT.fitted_prompt(tokenizer, "1+2" * 50, attempts, 20)
+
+
 def test_selection_within_then_across_chains():
     def chain(*pairs):
         return [Attempt("", answer, 1, score) for answer, score in pairs]
@@ -90,6 +106,7 @@ def test_chains_grow_turn_by_turn_with_context(small_policy):
     first_chain = per_problem[0][0]
     expected = FMT.prompt(generator.tokenizer, task.make_prompt(rows[0]), [a.text for a in first_chain[:2]])
     assert seen_prompts[2][0] == expected and first_chain[1].text in expected
+    assert [a.attempts_shown for a in first_chain] == [0, 1, 2]
     assert generator.stats.generated_tokens == sum(a.num_tokens for c in per_problem for ch in c for a in ch)
 
 
