@@ -12,16 +12,19 @@ verifier-weighted best-of-N within each chain, then across the chain winners.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ponder.inference.generation import SamplingParams
 from ponder.inference.metrics import majority_answer
-from ponder.inference.verifiers import aggregate
+from ponder.inference.verifiers import METADATA_FILE, aggregate
 
 DEFAULT_INSTRUCTION = "Your answer is wrong. Solve it again: {problem}"
 REVISION_SELECTIONS = ("majority", "hierarchical")
+EARLIER_ATTEMPT_HEADER = "Earlier attempt:"
 
 
 @dataclass(frozen=True)
@@ -140,11 +143,39 @@ def context_limit(tokenizer) -> int | None:
     return limit if isinstance(limit, int) and limit < 10**9 else None
 
 
+def load_revision_format(checkpoint: str | Path) -> RevisionFormat:
+    """The attempt layout a revision checkpoint was trained on, from its ``ponder.json``."""
+    metadata_path = Path(checkpoint) / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
+    if metadata.get("kind") != "revision" or "revision_format" not in metadata:
+        raise ValueError(f"{metadata_path}: not a revision checkpoint (needs kind 'revision' and revision_format)")
+    return RevisionFormat(**metadata["revision_format"])
+
+
+def verifier_question(question: str, earlier: list[str], window: int) -> str:
+    """The text a verifier with attempts in context reads as the question: it, then the last `window` earlier attempts.
+
+    A revision ORM (Snell et al.) is trained on rows whose prompt is this text, so it judges an
+    attempt knowing what the chain tried before; with `window` 0 it is the question alone.
+    """
+    shown = earlier[-window:] if window else []
+    return "\n".join([question, *(f"{EARLIER_ATTEMPT_HEADER}\n{attempt}" for attempt in shown)])
+
+
 def score_attempts(verifier, task, rows: list[dict], per_problem: list[Chains], aggregation: str = "last") -> None:
-    """Set every attempt's verifier score (question + attempt steps), in one batched verifier call."""
-    attempts = [(p, a) for p, chains in enumerate(per_problem) for chain in chains for a in chain]
-    questions = [task.make_prompt(rows[p]) for p, _ in attempts]
-    outputs = verifier.score(questions, [task.split_steps(a.text) for _, a in attempts])
+    """Set every attempt's verifier score, in one batched verifier call.
+
+    A verifier with ``attempts_in_context`` (a revision ORM) reads each attempt after the chain's
+    earlier ones (`verifier_question`); others read the question alone.
+    """
+    window = getattr(verifier, "attempts_in_context", 0)
+    attempts = [
+        (verifier_question(task.make_prompt(rows[p]), [a.text for a in chain[:turn]], window), attempt)
+        for p, chains in enumerate(per_problem)
+        for chain in chains
+        for turn, attempt in enumerate(chain)
+    ]
+    outputs = verifier.score([q for q, _ in attempts], [task.split_steps(a.text) for _, a in attempts])
     for (_, attempt), output in zip(attempts, outputs):
         attempt.score = aggregate(output.step_scores, aggregation)
         attempt.verifier_tokens = output.num_tokens

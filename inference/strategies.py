@@ -19,17 +19,21 @@ same hyper-parameters there (``beam_sqrt`` at N=16 is ``beam_m4``).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from ponder.inference.generation import make_generator
-from ponder.inference.revision import RevisionFormat, run_chains, score_attempts, select_from_chains
+from ponder.inference.revision import (
+    RevisionFormat,
+    load_revision_format,
+    run_chains,
+    score_attempts,
+    select_from_chains,
+)
 from ponder.inference.search import SearchSetup, beam_search, best_of_n, dvts, lookahead_search
 from ponder.inference.search.common import Searched
-from ponder.inference.verifiers import METADATA_FILE, OracleVerifier, load_verifier
+from ponder.inference.verifiers import OracleVerifier, load_verifier
 
 _PATTERNS = {
     "best_of_n": re.compile(r"^(?P<orm>orm_)?bon_(?P<selection>naive|majority|weighted)$"),
@@ -144,12 +148,22 @@ def plan_runs(strategies: list[Strategy], budgets: list[int]) -> list[Run]:
 
 @dataclass
 class Tools:
-    """What strategies run on: the policy and PRM (`setup`), and optionally an ORM and a revision model."""
+    """What strategies run on: the policy and PRM (`setup`), and optionally an ORM and a revision model.
+
+    `revision_verifier` (a revision ORM) scores revision attempts for hierarchical selection; without
+    one the PRM does.
+    """
 
     setup: SearchSetup
     orm: object | None = None
     revision_generator: object | None = None
     revision_format: RevisionFormat | None = None
+    revision_verifier: object | None = None
+
+    @property
+    def attempt_verifier(self):
+        """The verifier that scores revision attempts."""
+        return self.revision_verifier or self.setup.verifier
 
     def missing_for(self, strategy: Strategy) -> str | None:
         """Why `strategy` cannot run with these tools, or None when it can."""
@@ -167,6 +181,7 @@ def load_tools(
     prm_kind: str | None = None,
     orm: str | None = None,
     revision: str | None = None,
+    revision_verifier: str | None = None,
     device: str | None = None,
     aggregation: str | None = None,
     **search_settings,
@@ -174,7 +189,8 @@ def load_tools(
     """Tools from checkpoint folders; `prm` ``"oracle"`` is the task's oracle step checker (toy world).
 
     `prm_kind` overrides the PRM's kind (``policy_likelihood`` with the policy folder is the untrained
-    baseline); `aggregation` defaults to the PRM's own; `search_settings` fill `SearchSetup`.
+    baseline); `aggregation` defaults to the PRM's own; `search_settings` fill `SearchSetup`;
+    `revision_verifier` (used with `revision`) is a revision ORM checkpoint.
     """
     overrides = {"kind": prm_kind} if prm_kind else {}
     verifier = OracleVerifier(task) if prm == "oracle" else load_verifier(prm, device=device, **overrides)
@@ -187,12 +203,9 @@ def load_tools(
     )
     tools = Tools(setup, orm=load_verifier(orm, device=device) if orm else None)
     if revision:
-        metadata_path = Path(revision) / METADATA_FILE
-        metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
-        if metadata.get("kind") != "revision" or "revision_format" not in metadata:
-            raise ValueError(f"{metadata_path}: not a revision checkpoint (needs kind 'revision' and revision_format)")
+        tools.revision_format = load_revision_format(revision)
         tools.revision_generator = make_generator(revision, device=device)
-        tools.revision_format = RevisionFormat(**metadata["revision_format"])
+        tools.revision_verifier = load_verifier(revision_verifier, device=device) if revision_verifier else None
     return tools
 
 
@@ -227,7 +240,7 @@ def execute(run: Run, rows: list[dict], tools: Tools) -> list[dict]:
         for row in results:
             row["strategy"] = names[row["strategy"].removeprefix("bon_")]
     elif run.kind == "revision":
-        generator = tools.revision_generator
+        generator, verifier = tools.revision_generator, tools.attempt_verifier
         results = _revision_rows(run, rows, tools)
     else:
         search = {"beam": beam_search, "lookahead": lookahead_search, "dvts": dvts}[run.kind]
@@ -257,7 +270,7 @@ def _revision_rows(run: Run, rows: list[dict], tools: Tools) -> list[dict]:
         seed=setup.seed,
     )
     if any(s.selection == "hierarchical" for s in run.strategies):
-        score_attempts(setup.verifier, setup.task, rows, per_problem, setup.aggregation)
+        score_attempts(tools.attempt_verifier, setup.task, rows, per_problem, setup.aggregation)
     searched = Searched(rows, setup)
     results = []
     for problem, chains in enumerate(per_problem):

@@ -103,6 +103,7 @@ class HFVerifier:
         max_length: int | None = None,
         max_batch_tokens: int = 65536,
         read: str = "step_end",
+        attempts_in_context: int = 0,
     ):
         if kind not in VERIFIER_KINDS:
             raise ValueError(f"unknown verifier kind {kind!r}; use one of {VERIFIER_KINDS}")
@@ -122,6 +123,7 @@ class HFVerifier:
         self.max_length = max_length
         self.max_batch_tokens = max_batch_tokens
         self.read = read
+        self.attempts_in_context = attempts_in_context  # a revision ORM's earlier attempts (revision.verifier_question)
         self.stats = VerifierStats()
         if kind == "prm_causal_lm":
             self.label_ids = [_single_token_id(tokenizer, t) for t in (negative_token, positive_token)]
@@ -273,4 +275,5 @@ def load_verifier(path: str | Path, device: str | None = None, format: str | Non
         negative_token=metadata.get("negative_token"),
         max_length=metadata.get("max_length"),
         read=metadata.get("read", "step_end"),
+        attempts_in_context=metadata.get("attempts_in_context", 0),
     )

@@ -74,6 +74,7 @@ def stage_dataclasses(stage: str) -> tuple:
     from ponder.training.policy import PolicyConfig
     from ponder.training.prm import VerifierConfig
     from ponder.training.revision import RevisionConfig
+    from ponder.training.revision_samples import RevisionSamplesConfig
     from ponder.training.revisions import RevisionsConfig
 
     return {
@@ -83,6 +84,7 @@ def stage_dataclasses(stage: str) -> tuple:
         "orm": (VerifierConfig, TrainingArguments),
         "revisions": (RevisionsConfig,),
         "revision": (RevisionConfig, SFTConfig),
+        "revision_samples": (RevisionSamplesConfig,),
         "evaluate": (EvaluateConfig,),
     }[stage]
 

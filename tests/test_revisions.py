@@ -10,7 +10,15 @@ from rapidfuzz.distance import Levenshtein
 from transformers import AutoTokenizer
 
 from ponder.inference.generation import make_generator
-from ponder.inference.revision import Attempt, RevisionFormat, run_chains, select_from_chains
+from ponder.inference.revision import (
+    EARLIER_ATTEMPT_HEADER,
+    Attempt,
+    RevisionFormat,
+    run_chains,
+    select_from_chains,
+    verifier_question,
+)
+from ponder.inference.strategies import Strategy, execute, load_tools, plan_runs
 from ponder.inference.tasks import get_task
 from ponder.training.revisions import build_trajectories
 
@@ -56,6 +64,14 @@ def test_chat_layout_shows_the_last_attempts_and_repeats_the_question():
     assert [m["content"] for m in messages if m["role"] == "assistant"] == ["try 3", "try 4", "try 5", "try 6"]
     assert all(m["content"] == "Again: 1+2" for m in messages[2::2]) and messages[0]["content"] == "1+2"
     assert RevisionFormat(context_window=0).messages("1+2", ["try"]) == [{"role": "user", "content": "1+2"}]
+
+
+def test_a_verifier_question_shows_the_last_earlier_attempts():
+    assert verifier_question("1+2", ["a", "b", "c"], 0) == "1+2"
+    assert (
+        verifier_question("1+2", ["a", "b", "c"], 2) == f"1+2\n{EARLIER_ATTEMPT_HEADER}\nb\n{EARLIER_ATTEMPT_HEADER}\nc"
+    )
+    assert verifier_question("1+2", [], 2) == "1+2"
 
 
 def test_a_prompt_past_the_context_leaves_out_the_oldest_attempts(small_policy):
@@ -164,3 +180,34 @@ def test_revisions_and_revision_stages_end_to_end(small_policy, tmp_path):
     for control in ("revision_model_no_context", "policy_no_context"):
         assert len(record["evaluation"][control]["pass_at_1_per_turn"]["1"]) == 3
     assert (model / "adapter" / "adapter_config.json").exists() and (model / "model.safetensors").exists()
+
+    # The revision ORM: the revision model's own graded attempts with earlier ones in context.
+    samples = tmp_path / "revision_samples"
+    sample_args = ["--config", "recipes/toy/revision_samples.yaml", "--policy", str(model), "--levels", "1",
+                   "--problems_per_level", "8", "--samples_per_problem", "2", "--turns", "2",
+                   "--attempts_in_context", "1", "--max_new_tokens", "64", "--output_dir", str(samples)]  # fmt: skip
+    subprocess.run(stage("revision_samples", *sample_args), check=True, capture_output=True)
+    sample_stats = json.loads((samples / "stats.json").read_text())
+    attempts = [json.loads(line) for line in (samples / "attempts.jsonl").read_text().splitlines()]
+    assert sample_stats["attempts"] == 32 and sample_stats["rows"] == len(attempts) > 0
+    assert set(sample_stats["correct_fraction_per_turn"]) <= {"1", "2"}
+    for row in attempts:
+        assert (EARLIER_ATTEMPT_HEADER in row["prompt"]) == (row["turn"] == 2)
+        assert row["labels"] == [float(row["answer_correct"])] * len(row["completions"])
+
+    orm = tmp_path / "orm-revision"
+    orm_args = ["--config", "recipes/toy/orm-revision.yaml", "--dataset", str(samples / "dataset"),
+                "--model_name_or_path", str(model), "--output_dir", str(orm), "--max_steps", "2",
+                "--attempts_in_context", "1", "--eval_fraction", "0.5", "--disable_tqdm", "true"]  # fmt: skip
+    subprocess.run(stage("orm", *orm_args), check=True, capture_output=True)
+    assert json.loads((orm / "ponder.json").read_text())["attempts_in_context"] == 1
+    held_out = json.loads((orm / "eval_results.json").read_text())["held_out_rows"]
+    assert held_out["all"]["rows"] > 0 and "solution_auc_within_problem" in held_out["all"]
+
+    task = get_task("arith")
+    tools = load_tools(task, str(small_policy), "oracle", revision=str(model), revision_verifier=str(orm))
+    assert tools.attempt_verifier is tools.revision_verifier and tools.revision_verifier.attempts_in_context == 1
+    (run,) = plan_runs([Strategy.parse("revision_l2")], [2])
+    rows = execute(run, task.generate(2, 1, seed=0), tools)
+    assert len(rows) == 2 and all(r["verifier_calls"] == 2 and r["verifier_tokens"] > 0 for r in rows)
+    assert tools.revision_verifier.stats.sequences == 4  # 2 problems x 1 chain x 2 attempts, one batched call

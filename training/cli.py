@@ -12,6 +12,7 @@ STAGES = {
     "orm": ("ponder.training.orm", "fine-tune an outcome reward model on the policy's graded samples"),
     "revisions": ("ponder.training.revisions", "on-policy revision trajectories from the policy's own samples"),
     "revision": ("ponder.training.revision", "fine-tune a revision model on revision trajectories (TRL SFT)"),
+    "revision_samples": ("ponder.training.revision_samples", "the revision model's graded attempts: revision ORM data"),
     "evaluate": ("ponder.training.evaluate", "strategies x budgets on test problems, difficulty bins, compute-optimal"),
     "pipeline": ("ponder.training.pipeline", "run a recipe folder's stages in order, resuming finished ones"),
     "convert-gguf": ("ponder.inference.gguf", "turn a GGUF model file into a Hugging Face checkpoint folder"),
@@ -21,7 +22,7 @@ STAGES = {
 
 def usage() -> str:
     lines = ["usage: ponder <command> [--config FILE] [--key value ...]", "", "commands:"]
-    lines += [f"  {name:<13} {summary}" for name, (_, summary) in STAGES.items()]
+    lines += [f"  {name:<17} {summary}" for name, (_, summary) in STAGES.items()]
     return "\n".join(lines)
 
 

@@ -80,6 +80,7 @@ RUN_SETTINGS = (  # what a finished run's rows depend on (besides its key: strat
     "prm_kind",
     "orm",
     "revision",
+    "revision_verifier",
     "task",
     "levels",
     "problems_per_level",
@@ -117,7 +118,8 @@ class EvaluateConfig:
     """Checkpoints, test problems, strategies and budgets of an evaluation.
 
     `prm` ``"oracle"`` scores with the task's oracle step checker (toy world); `orm` and `revision`
-    are optional, and strategies that need a missing one are skipped with a log line. `large_policy`
+    are optional, and strategies that need a missing one are skipped with a log line.
+    `revision_verifier` (a revision ORM) scores revision attempts in place of the PRM. `large_policy`
     (optional) is a larger policy for the FLOPs-matched comparison, answering greedily. Test problems
     come from the task's generator, or from the first `max_problems` rows of `problems_file` (a JSONL
     file, a saved dataset or a Hub dataset id, its `problems_split` and `problems_config`).
@@ -128,6 +130,7 @@ class EvaluateConfig:
     prm_kind: str | None = None
     orm: str | None = None
     revision: str | None = None
+    revision_verifier: str | None = None
     large_policy: str | None = None
     task: str = "arith"
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
@@ -176,6 +179,7 @@ class EvaluateConfig:
             "prm_kind": self.prm_kind,
             "orm": self.orm,
             "revision": self.revision,
+            "revision_verifier": self.revision_verifier,
         }
 
     def check_resumable(self, output_dir: Path) -> None:
@@ -356,6 +360,7 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
         "prm": parameter_count(tools.setup.verifier),
         "orm": parameter_count(tools.orm),
         "revision": parameter_count(tools.revision_generator),
+        "revision_verifier": parameter_count(tools.revision_verifier),
     }
     report = build_report(
         config=config_to_dict(config),

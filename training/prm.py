@@ -8,8 +8,9 @@ Rows (a saved `datasets` folder, or JSONL) are tokenized with the inference toke
 problem into train and eval, and trained with `VerifierTrainer`, full or LoRA (peft). The output
 folder is a normal HF checkpoint (merged weights for LoRA, the adapter in ``adapter/``) with the
 tokenizer, ``ponder.json`` (exactly how `ponder.inference.load_verifier` must score) and
-``eval_results.json``: label-set metrics, and in the toy world the oracle report on fresh policy
-samples of held-out problems, side by side with the policy-likelihood baseline.
+``eval_results.json``: label-set metrics, solution AUC pooled and within problems on the held-out
+rows (``held_out_rows``, against ``answer_correct``), and in the toy world the oracle report on
+fresh policy samples of held-out problems, side by side with the policy-likelihood baseline.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class VerifierConfig(LoraSettings):
     negative_token: str = "-"
     aggregation: str = "last"
     read: str = "step_end"
+    attempts_in_context: int = 0
     max_length: int = 1024
     eval_fraction: float = 0.1
     skip_bad_rows: bool = False
@@ -78,6 +80,8 @@ class VerifierConfig(LoraSettings):
             raise ValueError("step_tag: a causal_lm PRM reads '+'/'-' at a step tag; set step_tag")
         if self.read not in READS or (self.read == "step_min" and self.head != "token_classification"):
             raise ValueError(f"read: one of {READS}; 'step_min' needs head token_classification, got {self.read!r}")
+        if self.attempts_in_context < 0:
+            raise ValueError(f"attempts_in_context: must be at least 0, got {self.attempts_in_context}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction: must be in [0, 1), got {self.eval_fraction}")
 
@@ -132,6 +136,7 @@ def verifier_metadata(config: VerifierConfig) -> dict:
         "negative_token": config.negative_token if config.head == "causal_lm" else None,
         "aggregation": config.aggregation,
         "read": config.read,
+        "attempts_in_context": config.attempts_in_context,
         "max_length": config.max_length,
         "label_type": config.label_type,
         "base_model": config.model_name_or_path,
@@ -208,6 +213,12 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         },
         "label_set": label_metrics,
     }
+    if eval_rows:
+        from ponder.inference.verifiers import load_verifier
+        from ponder.training.verifier_eval import judge_rows
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        record["held_out_rows"] = judge_rows(load_verifier(output_dir, device=device), eval_rows, config.aggregation)
     if config.oracle_eval_policy and hasattr(get_task(config.task), "first_wrong_step"):
         record["oracle"] = oracle_evaluation(config, output_dir)
         record.update({key: record["oracle"]["verifier"]["all"][key] for key in ORACLE_HEADLINES})

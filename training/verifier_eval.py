@@ -111,3 +111,31 @@ def _metrics(problems: list[JudgedProblem], scores_of: dict, aggregation: str) -
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+def judge_rows(verifier, rows: list[dict], aggregation: str = "last") -> dict | None:
+    """Solution-level AUC of `verifier` on held-out stepwise rows against their ``answer_correct``.
+
+    Pooled and within problems (rows grouped by ``problem_id``, else by prompt), per ``level`` and
+    ``"all"``; None when no row has a boolean ``answer_correct``. This is how a verifier without an
+    oracle (a revision ORM, a PRM on real data) is judged within problems on its own held-out rows.
+    """
+    rows = [r for r in rows if isinstance(r.get("answer_correct"), bool)]
+    if not rows:
+        return None
+    scored = verifier.score([r["prompt"] for r in rows], [r["completions"] for r in rows])
+    totals = [aggregate(s.step_scores, aggregation) for s in scored]
+    report = {}
+    for key in ["all"] + sorted({str(r.get("level")) for r in rows if r.get("level") is not None}):
+        chosen = [i for i, r in enumerate(rows) if key in ("all", str(r.get("level")))]
+        groups: dict[str, tuple[list[float], list[bool]]] = {}
+        for i in chosen:
+            scores, truth = groups.setdefault(str(rows[i].get("problem_id", rows[i]["prompt"])), ([], []))
+            scores.append(totals[i])
+            truth.append(rows[i]["answer_correct"])
+        report[key] = {
+            "rows": len(chosen),
+            "solution_auc": _round(auc([totals[i] for i in chosen], [rows[i]["answer_correct"] for i in chosen])),
+            "solution_auc_within_problem": _round(within_group_auc(list(groups.values()))),
+        }
+    return report

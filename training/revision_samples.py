@@ -1,0 +1,159 @@
+"""Revision-samples stage: the revision model's own attempts, graded, as rows for a revision ORM.
+
+    ponder revision_samples --config recipes/toy/revision_samples.yaml
+    ponder orm --config recipes/toy/orm-revision.yaml
+
+Snell et al. found that a verifier trained on first attempts transfers poorly to revisions, so the
+revision loop's verifier is trained on what the revision model writes inside its chains. For every
+training problem the revision model runs `samples_per_problem` chains of `turns` attempts (the loop
+of `ponder.inference.revision`, in the checkpoint's own attempt layout). Each attempt becomes one
+ORM row whose prompt is the question followed by the chain's last `attempts_in_context` earlier
+attempts (`verifier_question`), labelled by whether its answer is right; train the ORM with the same
+`attempts_in_context` so that it reads attempts at inference exactly as here. Sharded,
+multi-process and resumable like the label stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+
+from ponder.inference.generation import make_generator
+from ponder.inference.revision import load_revision_format, run_chains, verifier_question
+from ponder.inference.tasks import get_task
+from ponder.training.configs import parse_config
+from ponder.training.shards import SampledDataConfig, process_state, run_sharded_stage, save_data_stage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RevisionSamplesConfig(SampledDataConfig):
+    """Which revision model runs which problems: `samples_per_problem` chains of `turns` attempts each."""
+
+    policy: str = "outputs/toy/revision"
+    samples_per_problem: int = 4
+    turns: int = 4
+    attempts_in_context: int = 4
+    output_dir: str = "outputs/toy/revision_samples"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.turns < 1:
+            raise ValueError(f"turns must be at least 1, got {self.turns}")
+        if self.attempts_in_context < 0:
+            raise ValueError(f"attempts_in_context must be at least 0, got {self.attempts_in_context}")
+
+
+def attempt_rows(task, problem: dict, chains, attempts_in_context: int) -> list[dict]:
+    """One ORM row per attempt that wrote at least one step: ``{id, problem_id, level, turn, prompt, ...}``.
+
+    `labels` repeat the outcome on every step (the stepwise format wants one per step; an ORM reads
+    `answer_correct` only).
+    """
+    question = task.make_prompt(problem)
+    rows = []
+    for number, chain in enumerate(chains):
+        for turn, attempt in enumerate(chain):
+            steps = task.split_steps(attempt.text)
+            if not steps or any(not step.strip() for step in steps):
+                continue
+            correct = attempt.answer is not None and task.check_answer(attempt.answer, problem["answer"])
+            rows.append(
+                {
+                    "id": f"{problem['id']}-c{number}-t{turn + 1}",
+                    "problem_id": problem["id"],
+                    "level": problem.get("level"),
+                    "turn": turn + 1,
+                    "prompt": verifier_question(question, [a.text for a in chain[:turn]], attempts_in_context),
+                    "completions": steps,
+                    "labels": [float(correct)] * len(steps),
+                    "answer_correct": correct,
+                }
+            )
+    return rows
+
+
+def revision_samples_shard(generator, task, config: RevisionSamplesConfig, fmt, index: int, problems: list[dict]):
+    """Run, grade and lay out one shard's chains; deterministic given the config and shard index."""
+    start = time.monotonic()
+    tokens_before = generator.stats.generated_tokens
+    sampled = run_chains(
+        generator,
+        task,
+        problems,
+        chains=config.samples_per_problem,
+        length=config.turns,
+        fmt=fmt,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        seed=zlib.crc32(f"revision_samples:{config.seed}:{index}".encode()),
+    )
+    rows = [
+        row
+        for problem, chains in zip(problems, sampled)
+        for row in attempt_rows(task, problem, chains, config.attempts_in_context)
+    ]
+    attempts = len(problems) * config.samples_per_problem * config.turns
+    stats = {
+        "problems": len(problems),
+        "attempts": attempts,
+        "attempts_without_steps": attempts - len(rows),
+        "generated_tokens": generator.stats.generated_tokens - tokens_before,
+        "seconds": round(time.monotonic() - start, 2),
+    }
+    return {"rows": rows, "stats": stats}
+
+
+def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) -> dict:
+    """Totals over shards plus the accuracy of the attempts per turn (the revision model's pass@1 there)."""
+    totals = {key: sum(s[key] for s in shard_stats) for key in shard_stats[0]} if shard_stats else {}
+    per_turn, right_per_turn = Counter(r["turn"] for r in rows), Counter(r["turn"] for r in rows if r["answer_correct"])
+    return {
+        **{k: v for k, v in totals.items() if k != "seconds"},
+        "rows": len(rows),
+        "correct_fraction": round(sum(r["answer_correct"] for r in rows) / len(rows), 4) if rows else None,
+        "correct_fraction_per_turn": {str(t): round(right_per_turn[t] / n, 4) for t, n in sorted(per_turn.items())},
+        "wall_seconds": round(wall_seconds, 1),
+        "shard_seconds": round(totals.get("seconds", 0.0), 1),
+    }
+
+
+def run_revision_samples(config: RevisionSamplesConfig) -> dict | None:
+    """Build every shard this process owns; on the main process merge and write the outputs."""
+    state = process_state()
+    task = get_task(config.task)
+    fmt = load_revision_format(config.policy)
+    problems = config.problems(task)
+    start = time.monotonic()
+    generator = make_generator(config.policy, backend=config.backend, device=str(state.device))
+    merged = run_sharded_stage(
+        state,
+        problems,
+        config.shard_size,
+        config.output_dir,
+        lambda index, shard: revision_samples_shard(generator, task, config, fmt, index, list(shard)),
+    )
+    if merged is None:
+        return None
+    rows, shard_stats = merged
+    stats = summarize(shard_stats, rows, time.monotonic() - start)
+    stats["attempts_in_context"] = config.attempts_in_context
+    return save_data_stage(config, rows, stats, "attempts.jsonl")
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    (config,) = parse_config((RevisionSamplesConfig,), argv)
+    stats = run_revision_samples(config)
+    if stats is not None:
+        logger.info("revision samples: %d rows, correct per turn %s", stats["rows"], stats["correct_fraction_per_turn"])
+    return stats
+
+
+if __name__ == "__main__":
+    main()
