@@ -67,7 +67,8 @@ class RevisionFormat:
         shown = attempts[-self.context_window :] if self.context_window else []
         while True:
             text = self.prompt(tokenizer, question, shown)
-            if max_tokens is None or len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= max_tokens:
+            length = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])  # measured, not fed
+            if max_tokens is None or length <= max_tokens:
                 return text, len(shown)
             if not shown:
                 raise ValueError(f"the question alone needs more than {max_tokens} prompt tokens: {question[:80]!r}")

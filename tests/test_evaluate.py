@@ -96,3 +96,20 @@ def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_c
     assert evaluate_stage.main(args)["accuracy"] == report["accuracy"]
     with pytest.raises(ValueError, match="problems_per_level"):
         evaluate_stage.main(args + ["--problems_per_level", "4"])
+
+
+def test_seq_par_table_groups_revision_rows_by_budget_strategy_and_level():
+    from ponder.training.evaluate_report import seq_par_markdown, seq_par_table
+
+    rows = [
+        {"strategy": strategy, "budget": budget, "level": level, "correct": correct}
+        for strategy in ("revision_l1", "revision_l4_majority", "bon_weighted")
+        for budget in (4, 16, 32, 64)
+        for level, correct in ((1, True), (1, False), (2, True))
+    ]
+    table = seq_par_table(rows)
+    assert list(table) == ["16", "64"]  # powers of 4 from 16; best-of-N rows are not revisions
+    assert table["16"]["revision_l1"] == {"1": 0.5, "2": 1.0, "all": 2 / 3}
+    markdown = seq_par_markdown(table)
+    assert "| 1:64 (hierarchical) |" in markdown and "| 4:16 (majority) |" in markdown
+    assert "not run" in seq_par_markdown({})

@@ -60,6 +60,43 @@ def per_bin_accuracy(rows: list[dict], binning: Binning) -> dict[str, dict[str, 
     return {label: accuracy_table([r for r in rows if binning.bins[r["id"]] == label]) for label in binning.labels}
 
 
+def seq_par_table(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Revision accuracy per budget, strategy and level (plus ``"all"``): Snell et al.'s seq:par comparison.
+
+    Only budgets that are powers of 4 from 16 up (every L : N/L ratio in factors of 4 fits there).
+    """
+    revisions = [r for r in rows if Strategy.parse(r["strategy"]).kind == "revision"]
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for (budget, strategy), group in sorted(grouped(revisions, "budget", "strategy").items()):
+        if budget < 16 or budget & (budget - 1) or budget.bit_length() % 2 == 0:
+            continue
+        per_level = {
+            str(level): mean(r["correct"] for r in g) for (level,), g in sorted(grouped(group, "level").items())
+        }
+        table.setdefault(str(budget), {})[strategy] = {**per_level, "all": mean(r["correct"] for r in group)}
+    return table
+
+
+def seq_par_markdown(table: dict) -> str:
+    """One table per budget: rows are revision strategies as sequential:parallel ratios, columns levels."""
+    if not table:
+        return (
+            "## Sequential vs parallel revisions\n\nnot run: name a `revision` checkpoint and revision_l<L> strategies"
+        )
+    sections = ["## Sequential vs parallel revisions (accuracy per level; L : N/L = sequential : parallel)"]
+    for budget, strategies in table.items():
+        columns = list(next(iter(strategies.values())))
+        body = []
+        for name, accuracy in sorted(
+            strategies.items(), key=lambda item: (Strategy.parse(item[0]).selection, Strategy.parse(item[0]).length)
+        ):
+            strategy = Strategy.parse(name)
+            ratio = f"{strategy.length}:{int(budget) // strategy.length}"
+            body.append([f"{ratio} ({strategy.selection})"] + [fmt(accuracy.get(c)) for c in columns])
+        sections += ["", f"N = {budget}", "", markdown_table(["L:N/L (selection)"] + columns, body)]
+    return "\n".join(sections)
+
+
 def cv_summary(cv: dict[int, dict], binning: Binning) -> dict:
     """CV accuracy per budget and per bin, and the strategy chosen per held-out fold and bin."""
     per_bin: dict[str, dict[str, float]] = {label: {} for label in binning.labels}
@@ -150,6 +187,7 @@ def build_report(
             cv_predicted[compare] / cv_oracle[compare] if cv_oracle.get(compare) else None
         ),
         "accuracy": accuracy,
+        "seq_par": seq_par_table(rows),
         "compute": compute_table(rows),
         "compute_optimal": compute_optimal,
         "per_bin_accuracy": {"oracle": per_bin_accuracy(rows, bins["oracle"])},
@@ -315,6 +353,8 @@ def report_markdown(report: dict, plots: list[str]) -> str:
         markdown_table(["N"] + predicted["binning"]["labels"], choices),
         "",
         flops_matched_markdown(report["flops_matched"]),
+        "",
+        seq_par_markdown(report["seq_par"]),
         "",
         f"Skipped strategies: {report['skipped_strategies'] or 'none'}",
         "",
