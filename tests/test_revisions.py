@@ -180,6 +180,14 @@ def test_revisions_and_revision_stages_end_to_end(small_policy, tmp_path):
     for control in ("revision_model_no_context", "policy_no_context"):
         assert len(record["evaluation"][control]["pass_at_1_per_turn"]["1"]) == 3
     assert (model / "adapter" / "adapter_config.json").exists() and (model / "model.safetensors").exists()
+    judged = tmp_path / "judged"
+    eval_args = ["--config", "recipes/toy/revision.yaml", "--model_name_or_path", str(model), "--eval_only", "true",
+                 "--eval_control_policy", str(small_policy), "--eval_levels", "1", "--eval_problems_per_level", "3",
+                 "--eval_turns", "2", "--eval_max_new_tokens", "64", "--output_dir", str(judged)]  # fmt: skip
+    subprocess.run(stage("revision", *eval_args), check=True, capture_output=True)
+    again = json.loads((judged / "eval.json").read_text())
+    assert again["evaluation"]["problems_per_level"] == 3 and len(again["pass_at_1_per_turn"]["1"]) == 2
+    assert not (judged / "model.safetensors").exists()  # nothing trained
 
     # The revision ORM: the revision model's own graded attempts with earlier ones in context.
     samples = tmp_path / "revision_samples"

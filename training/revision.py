@@ -8,7 +8,9 @@ Trajectories are prompt-completion chats (the revisions stage writes them), so t
 final assistant turn only. Full fine-tuning or LoRA (peft, merged for release). The checkpoint's
 ``ponder.json`` records the revision format (instruction turn and context window) that
 `ponder.inference.revision` must show the model, and ``eval.json`` holds pass@1 per turn on held-out
-problems next to no-context controls sampled at the same temperature (`revision_eval`).
+problems next to no-context controls sampled at the same temperature (`revision_eval`). With
+``--eval_only true`` the stage trains nothing: it judges the revision checkpoint at
+`model_name_or_path` and writes ``eval.json`` to `output_dir`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
-from ponder.inference.revision import RevisionFormat
+from ponder.inference.revision import RevisionFormat, load_revision_format
 from ponder.inference.tasks import get_task
 from ponder.training.configs import parse_config
 from ponder.training.lora import LoraSettings, train_and_save, with_lora
@@ -58,6 +60,7 @@ class RevisionConfig(LoraSettings):
     eval_temperature: float = 0.8
     eval_max_new_tokens: int = 192
     eval_seed: int = 2468
+    eval_only: bool = False
 
     def __post_init__(self):
         if self.plain_weight < 1:
@@ -175,7 +178,12 @@ def evaluate_checkpoint(config: RevisionConfig, checkpoint: Path, fmt: RevisionF
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config, args = parse_config((RevisionConfig, SFTConfig), argv)
-    record = train_revision_model(config, args)
+    if config.eval_only:  # judge an existing revision checkpoint again, e.g. on more problems
+        checkpoint = Path(config.model_name_or_path)
+        record = evaluate_checkpoint(config, checkpoint, load_revision_format(checkpoint))
+        write_json_atomic(Path(args.output_dir) / "eval.json", record)
+    else:
+        record = train_revision_model(config, args)
     if record.get("pass_at_1_per_turn"):
         logger.info("pass@1 per turn: %s", record["pass_at_1_per_turn"])
     return record
