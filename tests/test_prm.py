@@ -155,3 +155,26 @@ def test_zero3_on_two_processes_trains_like_one_process(small_policy, dataset, t
     a = load_verifier(single).score(QUESTIONS, STEPS)
     b = load_verifier(zero3).score(QUESTIONS, STEPS)
     assert flat(a) == pytest.approx(flat(b), abs=1e-4)
+
+
+def test_likelihood_prm_is_trained_on_the_scores_the_likelihood_verifier_reads(small_policy, dataset, tmp_path):
+    """head likelihood: the training-time step probability of a solution is the saved verifier's score of it."""
+    from ponder.training.verifier_data import build_features
+    from ponder.training.verifier_trainer import StepCollator, step_log_likelihoods
+
+    train_prm(prm_args(small_policy, dataset, tmp_path, "--head", "likelihood", "--label_type", "hard",
+                       "--aggregation", "min", "--oracle_eval_policy", ""))  # fmt: skip
+    verifier = load_verifier(tmp_path)
+    assert verifier.kind == "policy_likelihood" and verifier.aggregation == "min"
+    rows = [{"prompt": q, "completions": s, "labels": [1.0] * len(s)} for q, s in zip(QUESTIONS, STEPS)]
+    features, _ = build_features(rows, verifier.tokenizer, StepFormat(), None, read="step_min")
+    batch = StepCollator(verifier.tokenizer.pad_token_id)(features)
+    with torch.no_grad():
+        logprobs, labels = step_log_likelihoods(verifier.model, batch)
+    trained = [
+        p for row, mask in zip(logprobs.exp().tolist(), (labels != -100).tolist()) for p, m in zip(row, mask) if m
+    ]
+    assert trained == pytest.approx(flat(verifier.score(QUESTIONS, STEPS)), abs=1e-5)
+    base = HFVerifier(AutoModelForCausalLM.from_pretrained(small_policy), verifier.tokenizer, "policy_likelihood",
+                      StepFormat()).score(QUESTIONS, STEPS)  # fmt: skip
+    assert flat(base) != pytest.approx(trained, abs=1e-4)  # the fine-tune moved the likelihood

@@ -85,6 +85,11 @@ class VerifierConfig(LoraSettings):
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction: must be in [0, 1), got {self.eval_fraction}")
 
+    @property
+    def feature_read(self) -> str:
+        """How features are labelled: a ``likelihood`` head needs every token of a step (``step_min``)."""
+        return "step_min" if self.head == "likelihood" else self.read
+
     def step_format(self) -> StepFormat:
         return StepFormat(
             self.step_delimiter,
@@ -119,7 +124,7 @@ def load_model(config: VerifierConfig, tokenizer):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     path = config.model_name_or_path
-    if config.head == "causal_lm":
+    if config.head in ("causal_lm", "likelihood"):
         return AutoModelForCausalLM.from_pretrained(path)
     auto = (
         AutoModelForTokenClassification if config.head == "token_classification" else AutoModelForSequenceClassification
@@ -159,7 +164,7 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         label_type=config.label_type,
         last_step_only=config.train_on_last_step_only,
         skip_bad_rows=config.skip_bad_rows,
-        read=config.read,
+        read=config.feature_read,
     )
     train_features, train_stats = build_features(train_rows, **build)
     eval_features, _ = build_features(eval_rows, **build)
@@ -168,8 +173,14 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
     if config.disable_dropout:
         disable_dropout(model)
     if config.use_peft:
-        task_types = {"token_classification": "TOKEN_CLS", "orm": "SEQ_CLS", "causal_lm": "CAUSAL_LM"}
-        model = with_lora(model, config, task_types[config.head], None if config.head == "causal_lm" else ["score"])
+        task_types = {
+            "token_classification": "TOKEN_CLS",
+            "orm": "SEQ_CLS",
+            "causal_lm": "CAUSAL_LM",
+            "likelihood": "CAUSAL_LM",
+        }
+        saved = None if task_types[config.head] == "CAUSAL_LM" else ["score"]
+        model = with_lora(model, config, task_types[config.head], saved)
     label_token_ids = None
     if config.head == "causal_lm":
         label_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in (config.negative_token, config.positive_token)]

@@ -7,10 +7,14 @@ Features come from `ponder.training.verifier_data` (``input_ids``, scored ``posi
   trains with BCE on the (soft) label, two with cross-entropy against [1 − y, y];
 - ``causal_lm``: the LM's logits for the negative and positive tokens at the positions (the step
   tag), cross-entropy against [1 − y, y], so that an existing chat LM becomes a PRM;
-- ``orm``: `AutoModelForSequenceClassification`'s pooled logits, one label per solution.
+- ``orm``: `AutoModelForSequenceClassification`'s pooled logits, one label per solution;
+- ``likelihood``: a causal LM's own probability of the solution's tokens, read like the
+  ``policy_likelihood`` verifier (the lowest token probability up to each step's end), trained with
+  BCE of that probability against the step label; features label every token of a step.
 
 The loss is summed over labelled positions and divided by their count over the whole global batch
-(`num_items_in_batch`), so one process with batch 2B and two processes with batch B train alike.
+(`num_items_in_batch`), so one process with batch 2B and two processes with batch B train alike
+(``likelihood`` averages over each process's labelled steps instead).
 Evaluation reports step AUC and accuracy against the hard labels and ProcessBench's first-error F1.
 """
 
@@ -24,7 +28,12 @@ from transformers import Trainer
 from ponder.inference.metrics import auc, first_below, first_error_f1
 from ponder.inference.verifiers import positive_probability
 
-HEADS = {"token_classification": "prm_token_classification", "causal_lm": "prm_causal_lm", "orm": "orm"}
+HEADS = {
+    "token_classification": "prm_token_classification",
+    "causal_lm": "prm_causal_lm",
+    "orm": "orm",
+    "likelihood": "policy_likelihood",
+}
 
 
 class StepCollator:
@@ -69,6 +78,19 @@ def lowest_per_step(scores: torch.Tensor, labels: torch.Tensor, steps: torch.Ten
     return lowest.masked_fill(step_labels == -100, -100.0), step_labels
 
 
+def step_log_likelihoods(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """[batch, steps] log of the lowest token probability up to each step's end, and each step's label.
+
+    The ``likelihood`` head's score, read exactly as the ``policy_likelihood`` verifier reads it.
+    """
+    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits.float()
+    positions = inputs["positions"]
+    rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
+    predicted = logits[rows, (positions - 1).clamp(min=0)].log_softmax(-1)  # each token is predicted one earlier
+    token_logprobs = predicted.gather(-1, inputs["input_ids"][rows, positions][..., None])[..., 0]
+    return lowest_per_step(token_logprobs, inputs["labels"], inputs["steps"])
+
+
 def step_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-position loss of [..., 1] (BCE) or [..., 2] ([negative, positive] cross-entropy) logits."""
     if logits.shape[-1] == 1:
@@ -106,7 +128,20 @@ class VerifierTrainer(Trainer):
             at_positions = at_positions[..., self.label_token_ids]
         return at_positions
 
+    def likelihood_loss(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean BCE of each step's lowest token probability against its label; the probabilities; the labels."""
+        logprobs, labels = step_log_likelihoods(model, inputs)
+        mask = labels.ne(-100)
+        logprobs, targets = logprobs.masked_fill(~mask, 0.0), labels.clamp(min=0)
+        log_wrong = torch.log1p(-logprobs.exp().clamp(max=1 - 1e-6))
+        losses = -(targets * logprobs + (1 - targets) * log_wrong)
+        loss = (losses * mask).sum() / mask.sum().clamp(min=1)
+        return loss, logprobs.exp().masked_fill(~mask, -100.0), labels
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.head == "likelihood":
+            loss, probabilities, _ = self.likelihood_loss(model, inputs)
+            return (loss, probabilities) if return_outputs else loss
         logits = self.step_logits(model, inputs).float()
         labels = inputs["labels"]
         mask = labels.ne(-100)
@@ -122,6 +157,9 @@ class VerifierTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
+            if self.head == "likelihood":
+                loss, probabilities, labels = self.likelihood_loss(model, inputs)
+                return loss.detach(), None if prediction_loss_only else probabilities, labels
             loss, logits = self.compute_loss(model, inputs, return_outputs=True)
         scores, labels = lowest_per_step(positive_probability(logits), inputs["labels"], inputs["steps"])
         return loss.detach(), None if prediction_loss_only else scores, labels
