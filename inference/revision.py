@@ -89,6 +89,10 @@ class Attempt:
     verifier_tokens: int = 0
     attempts_shown: int = 0  # earlier attempts in its prompt; fewer than the window when the context was full
 
+    def is_correct(self, task, gold: str) -> bool:
+        """Whether the attempt finished with an answer the task grades right against `gold`."""
+        return self.answer is not None and task.check_answer(self.answer, gold)
+
 
 Chains = list[list[Attempt]]  # one problem's chains, each a list of attempts in turn order
 

@@ -22,7 +22,13 @@ from ponder.inference.tasks import get_task
 from ponder.training.configs import parse_config
 from ponder.training.label_quality import agreement
 from ponder.training.rollout_labels import MODES, RolloutLabeller, stepwise_row
-from ponder.training.shards import SampledDataConfig, process_state, run_sharded_stage, save_data_stage
+from ponder.training.shards import (
+    SampledDataConfig,
+    process_state,
+    run_sharded_stage,
+    save_data_stage,
+    shard_totals,
+)
 
 logger = logging.getLogger(__name__)
 AFTER_FIRST_ZERO = ("keep", "drop")
@@ -79,20 +85,16 @@ def label_shard(labeller: RolloutLabeller, config: LabelConfig, index: int, prob
 
 
 def summarize(config: LabelConfig, shard_stats: list[dict], rows: list[dict], task, wall_seconds: float) -> dict:
-    totals = {key: sum(s[key] for s in shard_stats) for key in shard_stats[0]} if shard_stats else {}
     steps = sum(len(r["hard"]) for r in rows)
     stats = {
         "mode": config.mode,
         "rollouts_per_prefix": config.rollouts,
         "samples_per_problem": config.samples_per_problem,
-        **totals,
+        **shard_totals(shard_stats, wall_seconds),
         "rows": len(rows),
         "steps": steps,
         "positive_step_fraction": round(sum(sum(r["hard"]) for r in rows) / steps, 4) if steps else None,
-        "wall_seconds": round(wall_seconds, 1),
-        "shard_seconds": round(totals.get("seconds", 0.0), 1),
     }
-    stats.pop("seconds", None)
     if hasattr(task, "first_wrong_step"):
         stats["oracle_agreement"] = agreement(task, rows)
     return stats

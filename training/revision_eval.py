@@ -16,7 +16,7 @@ from ponder.inference.revision import RevisionFormat, run_chains
 def turn_figures(task, rows: list[dict], per_problem) -> dict:
     """pass@1 per turn and the transition rates between consecutive turns, over all chains of `rows`."""
     graded = [
-        [[a.answer is not None and task.check_answer(a.answer, row["answer"]) for a in chain] for chain in chains]
+        [[a.is_correct(task, row["answer"]) for a in chain] for chain in chains]
         for row, chains in zip(rows, per_problem)
     ]
     chains = [chain for per_row in graded for chain in per_row]

@@ -25,7 +25,13 @@ from ponder.inference.generation import make_generator
 from ponder.inference.revision import load_revision_format, run_chains, verifier_question
 from ponder.inference.tasks import get_task
 from ponder.training.configs import parse_config
-from ponder.training.shards import SampledDataConfig, process_state, run_sharded_stage, save_data_stage
+from ponder.training.shards import (
+    SampledDataConfig,
+    process_state,
+    run_sharded_stage,
+    save_data_stage,
+    shard_totals,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +67,7 @@ def attempt_rows(task, problem: dict, chains, attempts_in_context: int) -> list[
             steps = task.split_steps(attempt.text)
             if not steps or any(not step.strip() for step in steps):
                 continue
-            correct = attempt.answer is not None and task.check_answer(attempt.answer, problem["answer"])
+            correct = attempt.is_correct(task, problem["answer"])
             rows.append(
                 {
                     "id": f"{problem['id']}-c{number}-t{turn + 1}",
@@ -111,15 +117,12 @@ def revision_samples_shard(generator, task, config: RevisionSamplesConfig, fmt, 
 
 def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) -> dict:
     """Totals over shards plus the accuracy of the attempts per turn (the revision model's pass@1 there)."""
-    totals = {key: sum(s[key] for s in shard_stats) for key in shard_stats[0]} if shard_stats else {}
     per_turn, right_per_turn = Counter(r["turn"] for r in rows), Counter(r["turn"] for r in rows if r["answer_correct"])
     return {
-        **{k: v for k, v in totals.items() if k != "seconds"},
+        **shard_totals(shard_stats, wall_seconds),
         "rows": len(rows),
         "correct_fraction": round(sum(r["answer_correct"] for r in rows) / len(rows), 4) if rows else None,
         "correct_fraction_per_turn": {str(t): round(right_per_turn[t] / n, 4) for t, n in sorted(per_turn.items())},
-        "wall_seconds": round(wall_seconds, 1),
-        "shard_seconds": round(totals.get("seconds", 0.0), 1),
     }
 
 

@@ -28,7 +28,13 @@ from ponder.inference.generation import make_generator
 from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, run_chains
 from ponder.inference.tasks import get_task
 from ponder.training.configs import parse_config
-from ponder.training.shards import SampledDataConfig, process_state, run_sharded_stage, save_data_stage
+from ponder.training.shards import (
+    SampledDataConfig,
+    process_state,
+    run_sharded_stage,
+    save_data_stage,
+    shard_totals,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +118,7 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
     rows, correct_samples, without_correct = [], 0, 0
     for problem, chains in zip(problems, sampled):
         texts = [chain[0].text for chain in chains]
-        graded = [
-            chain[0].answer is not None and task.check_answer(chain[0].answer, problem["answer"]) for chain in chains
-        ]
+        graded = [chain[0].is_correct(task, problem["answer"]) for chain in chains]
         correct = [t for t, ok in zip(texts, graded) if ok]
         wrong = [t for t, ok in zip(texts, graded) if not ok]
         correct_samples += len(correct)
@@ -138,17 +142,14 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
 
 def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) -> dict:
     """Totals over shards plus the trajectory figures: count, j histogram, mean edit distance."""
-    totals = {key: sum(s[key] for s in shard_stats) for key in shard_stats[0]} if shard_stats else {}
     distances = [r["edit_distance"] for r in rows if r["edit_distance"] is not None]
     per_level = Counter(r["level"] for r in rows)
     return {
-        **{k: v for k, v in totals.items() if k != "seconds"},
+        **shard_totals(shard_stats, wall_seconds),
         "trajectories": len(rows),
         "num_wrong_histogram": {str(j): n for j, n in sorted(Counter(r["num_wrong"] for r in rows).items())},
         "trajectories_per_level": {str(level): n for level, n in sorted(per_level.items())},
         "mean_edit_distance": round(sum(distances) / len(distances), 2) if distances else None,
-        "wall_seconds": round(wall_seconds, 1),
-        "shard_seconds": round(totals.get("seconds", 0.0), 1),
     }
 
 

@@ -150,6 +150,14 @@ def run_sharded_stage(
     return merge_shards(output_dir, len(split_into_shards(items, shard_size)))
 
 
+def shard_totals(shard_stats: list[dict], wall_seconds: float) -> dict:
+    """Every shard figure summed over shards, with the shards' own compute time as ``shard_seconds`` beside
+    the stage's ``wall_seconds`` (they differ by the skipped shards of a resumed run and by parallelism)."""
+    totals = {key: sum(s[key] for s in shard_stats) for key in shard_stats[0]} if shard_stats else {}
+    shard_seconds = totals.pop("seconds", 0.0)
+    return {**totals, "wall_seconds": round(wall_seconds, 1), "shard_seconds": round(shard_seconds, 1)}
+
+
 def save_data_stage(config: SampledDataConfig, rows: list[dict], stats: dict, jsonl_name: str) -> dict:
     """Write a data stage's outputs: the rows as a `datasets` dataset in ``dataset/`` and an exact JSONL
     export, ``stats.json`` with the config, then the Hub push when configured. Returns the stats."""
