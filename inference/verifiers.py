@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ponder.inference.prm_formats import PRM_FORMATS
+from ponder.inference.shared_prefix import charged_tokens, prefix_groups, shared_prefix_features
 from ponder.inference.step_format import StepFormat, encode_many, step_spans
 
 METADATA_FILE = "ponder.json"
@@ -124,6 +125,7 @@ class HFVerifier:
         self.max_batch_tokens = max_batch_tokens
         self.read = read
         self.attempts_in_context = attempts_in_context  # a revision ORM's earlier attempts (revision.verifier_question)
+        self.shares_prefixes = kind != "orm" and is_causal(model)
         self.stats = VerifierStats()
         if kind == "prm_causal_lm":
             self.label_ids = [_single_token_id(tokenizer, t) for t in (negative_token, positive_token)]
@@ -133,45 +135,79 @@ class HFVerifier:
         return next(self.model.parameters()).device
 
     def score(self, questions: list[str], steps: list[list[str]]) -> list[Scored]:
-        """Scores for every pair; the model sees pairs in length-sorted, dynamically padded batches."""
+        """Scores for every pair, in length-sorted, dynamically padded batches.
+
+        A causal model runs each prefix that several pairs share (a beam's steps, a prompt) once
+        (`shared_prefix`); each pair is charged its own tokens and a share of its prefix's.
+        """
         encoded = encode_many(self.tokenizer, self.step_format, questions, steps, self.max_length)
-        results: list[Scored | None] = [None] * len(encoded)
-        for batch in _length_batches([len(e.input_ids) for e in encoded], self.max_batch_tokens):
-            for i, scores in zip(batch, self._score_batch([encoded[i] for i in batch])):
-                results[i] = Scored(scores, len(encoded[i].input_ids))
+        sequences = [e.input_ids for e in encoded]
+        if self.shares_prefixes:
+            groups = prefix_groups(sequences, [e.step_starts for e in encoded])
+            features = shared_prefix_features(
+                self.model, sequences, groups, self._features, self._pad_id, self.max_batch_tokens
+            )
+            charged = charged_tokens(sequences, groups)
+        else:
+            features = [None] * len(encoded)
+            for batch in _length_batches(list(map(len, sequences)), self.max_batch_tokens):
+                for i, feature in zip(batch, self._run_whole([sequences[i] for i in batch])):
+                    features[i] = feature
+            charged = list(map(len, sequences))
+        results = [Scored(self._step_scores(f, e), n) for f, e, n in zip(features, encoded, charged)]
         self.stats.calls += 1
         self.stats.sequences += len(encoded)
-        self.stats.tokens += sum(len(e.input_ids) for e in encoded)
+        self.stats.tokens += sum(charged)
         return results
 
+    @property
+    def _pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0  # masked out: any id does for tokenizers without one (Llama 3)
+
     @torch.no_grad()
-    def _score_batch(self, batch) -> list[list[float]]:
-        width = max(len(e.input_ids) for e in batch)
-        pad_id = self.tokenizer.pad_token_id or 0  # masked out: any id does for tokenizers without one (Llama 3)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    def _run_whole(self, batch: list[list[int]]) -> list[torch.Tensor]:
+        """Features of right-padded whole sequences (an ORM's: its pooled logits)."""
+        width = max(map(len, batch))
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, e in enumerate(batch):
-            input_ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
-            attention[row, : len(e.input_ids)] = 1
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
         logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
         logits = logits.float().cpu()
         if self.kind == "orm":
-            return [[p] for p in positive_probability(logits).tolist()]
+            return list(logits)
+        return [self._features(logits[row, : len(ids)], ids, 0) for row, ids in enumerate(batch)]
+
+    def _features(self, logits: torch.Tensor, ids: list[int], first: int) -> torch.Tensor:
+        """What scoring needs per position, from the logits at positions `first`, `first + 1`, ... of `ids`:
+        the log-probability of the next token (policy likelihood, 0 at the last position), the
+        label tokens' logits (causal-LM PRM), or the head's logits (token classification)."""
+        logits = logits.cpu()
         if self.kind == "policy_likelihood":
-            return [_lowest_token_probabilities(logits[row], e) for row, e in enumerate(batch)]
-        results = []
-        for row, e in enumerate(batch):
-            if self.read == "step_min":
-                probabilities = positive_probability(logits[row])
-                results.append(
-                    running_min([probabilities[span.start : span.stop].min().item() for span in step_spans(e)])
-                )
-                continue
-            at_steps = logits[row, e.step_positions]
-            if self.kind == "prm_causal_lm":
-                at_steps = at_steps[:, self.label_ids]
-            results.append(positive_probability(at_steps).tolist())
-        return results
+            following = torch.tensor(ids[first + 1 : first + 1 + len(logits)], dtype=torch.long)
+            logprobs = torch.zeros(len(logits))
+            logprobs[: len(following)] = torch.log_softmax(logits[: len(following)], -1).gather(
+                -1, following[:, None]
+            )[:, 0]
+            return logprobs[:, None]
+        if self.kind == "prm_causal_lm":
+            return logits[:, self.label_ids]
+        return logits
+
+    def _step_scores(self, features: torch.Tensor, encoded) -> list[float]:
+        """Per-step scores of one pair from its per-position features (see `_features`)."""
+        if self.kind == "orm":
+            return [positive_probability(features).item()]
+        if self.kind == "policy_likelihood":
+            logprobs = features[:, 0]
+            return running_min(
+                [math.exp(logprobs[max(span.start - 1, 0) : span.stop - 1].min().item()) for span in step_spans(encoded)]
+            )
+        if self.read == "step_min":
+            probabilities = positive_probability(features)
+            return running_min([probabilities[span.start : span.stop].min().item() for span in step_spans(encoded)])
+        return positive_probability(features[encoded.step_positions]).tolist()
 
 
 def positive_probability(logits: torch.Tensor) -> torch.Tensor:
@@ -183,17 +219,10 @@ def positive_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, -1)[..., 1]
 
 
-def _lowest_token_probabilities(logits: torch.Tensor, encoded) -> list[float]:
-    """Per step, the lowest probability the model gave a token of the solution up to the step's end."""
-    ids = torch.tensor(encoded.input_ids)
-    first = max(encoded.step_starts[0] - 1, 0) if encoded.step_starts else 0  # the prompt is not scored
-    logprobs = torch.log_softmax(logits[first : len(ids) - 1], -1).gather(-1, ids[first + 1 :, None]).squeeze(-1)
-    return running_min(
-        [
-            math.exp(logprobs[max(start - 1, 0) - first : end - first].min().item())
-            for start, end in zip(encoded.step_starts, encoded.step_positions)
-        ]
-    )
+def is_causal(model) -> bool:
+    """Whether every attention module of `model` is causal, so that a prefix's KV cache serves its extensions."""
+    flags = [module.is_causal for module in model.modules() if isinstance(getattr(module, "is_causal", None), bool)]
+    return bool(flags) and all(flags)
 
 
 def running_min(values: list[float]) -> list[float]:

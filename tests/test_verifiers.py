@@ -156,3 +156,46 @@ def test_policy_likelihood_is_the_running_lowest_token_probability(tokenizer):
             lowest = min(lowest, logprobs[start - 1 : end].exp().min().item())
             expected.append(lowest)
         assert result.step_scores == pytest.approx(expected, abs=1e-5)
+
+
+BEAM_STEPS = [  # a beam's children: shared steps, then their own (and one solution sharing only the prompt)
+    ["0001+0002=0003", "0003+0003=0006", "Answer: 0006"],
+    ["0001+0002=0003", "0003+0003=0007"],
+    ["0001+0002=0003", "0003+0003=0006", "Answer: 0007"],
+    ["0001+0002=0004"],
+]
+
+
+@pytest.mark.parametrize(
+    "kind, model_class, options",
+    [
+        ("policy_likelihood", LlamaForCausalLM, {}),
+        ("prm_token_classification", LlamaForTokenClassification, {}),
+        ("prm_token_classification", LlamaForTokenClassification, {"read": "step_min"}),
+        ("prm_causal_lm", LlamaForCausalLM, {"positive_token": "+", "negative_token": "-"}),
+    ],
+)
+def test_shared_prefixes_score_like_whole_sequences_for_fewer_tokens(tokenizer, kind, model_class, options):
+    torch.manual_seed(3)
+    extra = {"num_labels": 1} if model_class is LlamaForTokenClassification else {}
+    model = model_class(tiny_config(tokenizer, **extra)).eval()
+    fmt = StepFormat(step_tag="#") if kind == "prm_causal_lm" else StepFormat()
+    questions = [QUESTIONS[0]] * len(BEAM_STEPS) + QUESTIONS[1:]
+    steps = BEAM_STEPS + STEPS[1:]
+    shared = HFVerifier(model, tokenizer, kind, fmt, max_batch_tokens=96, **options)
+    whole = HFVerifier(model, tokenizer, kind, fmt, **options)
+    whole.shares_prefixes = False
+    assert shared.shares_prefixes
+    for s, w in zip(shared.score(questions, steps), whole.score(questions, steps)):
+        assert s.step_scores == pytest.approx(w.step_scores, abs=1e-5)
+    assert shared.stats.tokens < whole.stats.tokens
+
+
+def test_bidirectional_models_and_orms_run_whole_sequences(tokenizer):
+    from transformers import BertConfig, BertForTokenClassification
+
+    bert = BertForTokenClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                                 num_attention_heads=2, intermediate_size=64, num_labels=1))
+    assert not HFVerifier(bert, tokenizer, "prm_token_classification", StepFormat()).shares_prefixes
+    orm = LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1))
+    assert not HFVerifier(orm, tokenizer, "orm", StepFormat()).shares_prefixes
