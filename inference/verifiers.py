@@ -187,9 +187,9 @@ class HFVerifier:
         if self.kind == "policy_likelihood":
             following = torch.tensor(ids[first + 1 : first + 1 + len(logits)], dtype=torch.long)
             logprobs = torch.zeros(len(logits))
-            logprobs[: len(following)] = torch.log_softmax(logits[: len(following)], -1).gather(
-                -1, following[:, None]
-            )[:, 0]
+            logprobs[: len(following)] = torch.log_softmax(logits[: len(following)], -1).gather(-1, following[:, None])[
+                :, 0
+            ]
             return logprobs[:, None]
         if self.kind == "prm_causal_lm":
             return logits[:, self.label_ids]
@@ -202,7 +202,10 @@ class HFVerifier:
         if self.kind == "policy_likelihood":
             logprobs = features[:, 0]
             return running_min(
-                [math.exp(logprobs[max(span.start - 1, 0) : span.stop - 1].min().item()) for span in step_spans(encoded)]
+                [
+                    math.exp(logprobs[max(span.start - 1, 0) : span.stop - 1].min().item())
+                    for span in step_spans(encoded)
+                ]
             )
         if self.read == "step_min":
             probabilities = positive_probability(features)

@@ -194,8 +194,16 @@ def test_shared_prefixes_score_like_whole_sequences_for_fewer_tokens(tokenizer, 
 def test_bidirectional_models_and_orms_run_whole_sequences(tokenizer):
     from transformers import BertConfig, BertForTokenClassification
 
-    bert = BertForTokenClassification(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                                                 num_attention_heads=2, intermediate_size=64, num_labels=1))
+    bert = BertForTokenClassification(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=1,
+        )
+    )
     assert not HFVerifier(bert, tokenizer, "prm_token_classification", StepFormat()).shares_prefixes
     orm = LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1))
     assert not HFVerifier(orm, tokenizer, "orm", StepFormat()).shares_prefixes
