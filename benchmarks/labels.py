@@ -1,6 +1,7 @@
 """MC-rollout labels against the arith oracle: per_step vs binary_search at the same k, in one run.
 
     python benchmarks/labels.py --policy outputs/toy/policy [--problems_per_level 32] [--seed 0] [--repeats 3]
+        [--temperature 0.8] [--rollout_temperature 0.8] [--out benchmarks/results/labels.json]
 
 Both modes label the same sampled solutions (train split, every level), `--repeats` times with
 fresh rollout seeds: first-error agreement moves by several points between rollout seeds at this
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--problems_per_level", type=int, default=32)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=0.8, help="samples the solutions")
+    parser.add_argument("--rollout_temperature", type=float, default=0.8, help="samples the rollouts")
     parser.add_argument("--reference_k", type=int, default=64)
     parser.add_argument("--reference_prefixes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="sampling seed of the solutions and rollouts")
@@ -89,12 +92,13 @@ def main() -> None:
     args = parser.parse_args()
     task = get_task("arith")
     generator = make_generator(args.policy, backend="hf")
-    labeller = RolloutLabeller(generator, task, args.k, temperature=0.8, top_p=1.0, max_new_tokens=192)
+    sampling = {"temperature": args.temperature, "rollout_temperature": args.rollout_temperature}
+    labeller = RolloutLabeller(generator, task, args.k, top_p=1.0, max_new_tokens=192, **sampling)
     problems = [p for level in task.levels for p in task.generate(args.problems_per_level, level, 0, "train")]
     samples = [s for group in labeller.sample(problems, args.samples, seed=args.seed) for s in group]
 
     results: dict = {"policy": args.policy, "seed": args.seed, "problems": len(problems), "samples": len(samples)}
-    results.update(k=args.k, repeats=args.repeats)
+    results.update(k=args.k, repeats=args.repeats, **sampling)
     labelled: dict[str, list[Sample]] = {}
     for mode in ("per_step", "binary_search"):
         results[mode] = {"runs": []}
@@ -122,7 +126,7 @@ def main() -> None:
     )
 
     targets = [(s, i) for s in labelled["per_step"] for i in range(len(s.steps) - 1)][: args.reference_prefixes]
-    reference = RolloutLabeller(generator, task, args.reference_k, temperature=0.8, top_p=1.0, max_new_tokens=192)
+    reference = RolloutLabeller(generator, task, args.reference_k, top_p=1.0, max_new_tokens=192, **sampling)
     shadows = {id(s): Sample(s.problem, s.prompt, s.index, s.steps, s.correct) for s, _ in targets}
     reference.estimate([(shadows[id(s)], i) for s, i in targets], seed=args.seed + 2)
     errors = [abs(s.values[i] - shadows[id(s)].values[i]) for s, i in targets]

@@ -74,6 +74,17 @@ def test_per_step_values_and_binary_search_budget(labeller):
         assert sum(s.rollouts) <= 4 * (math.ceil(math.log2(len(s.steps))) + 1)  # opening probe + bisection: O(k log M)
 
 
+def test_rollouts_sample_at_their_own_temperature(labeller):
+    greedy = RolloutLabeller(
+        labeller.generator, task, rollouts=4, temperature=0.8, top_p=1.0, max_new_tokens=64, rollout_temperature=0
+    )
+    samples = [s for group in greedy.sample(PROBLEMS, n=4, seed=1) for s in group]
+    assert len({tuple(s.steps) for s in samples}) > len(PROBLEMS)  # solutions still sampled at 0.8
+    greedy.per_step(samples, seed=2)
+    assert {v for s in samples for v in s.values} <= {0.0, 1.0}  # greedy rollouts all agree
+    assert LabelConfig(policy="p", temperature=0.6).rollout_temperature == 0.6
+
+
 def test_a_successful_rollout_vouches_for_the_steps_it_writes_verbatim(labeller):
     sample = Sample({"id": "p", "answer": "7"}, "Q", 0, ["s1", "s2", "s3", "s4", "Answer: 8"], correct=False)
     sample.successes[0] = "s2\ns3\nt4\nAnswer: 7"

@@ -57,6 +57,19 @@ def test_fewer_wrong_attempts_than_drawn_and_duplicates():
     assert sorted(t["num_wrong"] for t in trajectories) == [0, 1]
 
 
+def test_keep_trajectories_end_on_a_correct_attempt_after_fewer_wrong_ones():
+    rng = random.Random(2)
+    trajectories = [t for _ in range(200) for t in build_trajectories("1+2", [CORRECT], WRONG, 4, FMT, rng, 0.5)]
+    kept = [t for t in trajectories if t["last_correct"]]
+    assert 0.35 < len(kept) / len(trajectories) < 0.65
+    for t in kept:
+        shown = attempts_of(t)
+        assert shown[-1] == CORRECT and set(shown[:-1]) <= set(WRONG) and t["num_wrong"] == len(shown) - 1 <= 3
+        assert t["edit_distance"] == 0
+    assert {t["num_wrong"] for t in kept} == {0, 1, 2, 3}
+    assert not any(t["last_correct"] for t in build_trajectories("1+2", [CORRECT] * 20, WRONG, 4, FMT, rng))
+
+
 def test_chat_layout_shows_the_last_attempts_and_repeats_the_question():
     messages = FMT.messages("1+2", [f"try {i}" for i in range(7)])
     roles = [m["role"] for m in messages]

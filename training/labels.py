@@ -36,9 +36,13 @@ AFTER_FIRST_ZERO = ("keep", "drop")
 
 @dataclass
 class LabelConfig(SampledDataConfig):
-    """What to label and how. `policy` is a checkpoint folder; problems come from the task's generator."""
+    """What to label and how. `policy` is a checkpoint folder; problems come from the task's generator.
+
+    `rollout_temperature` samples the rollouts (default: `temperature`, which samples the solutions).
+    """
 
     rollouts: int = 8
+    rollout_temperature: float | None = None
     mode: str = "per_step"
     after_first_zero: str = "keep"
     filter_uniform_problems: bool = False
@@ -52,6 +56,8 @@ class LabelConfig(SampledDataConfig):
             raise ValueError(f"after_first_zero: use one of {AFTER_FIRST_ZERO}, got {self.after_first_zero!r}")
         if self.rollouts < 1:
             raise ValueError(f"rollouts must be at least 1, got {self.rollouts}")
+        if self.rollout_temperature is None:
+            self.rollout_temperature = self.temperature
 
 
 def label_shard(labeller: RolloutLabeller, config: LabelConfig, index: int, problems: list[dict]) -> dict:
@@ -89,6 +95,7 @@ def summarize(config: LabelConfig, shard_stats: list[dict], rows: list[dict], ta
     stats = {
         "mode": config.mode,
         "rollouts_per_prefix": config.rollouts,
+        "rollout_temperature": config.rollout_temperature,
         "samples_per_problem": config.samples_per_problem,
         **shard_totals(shard_stats, wall_seconds),
         "rows": len(rows),
@@ -108,7 +115,13 @@ def run_labels(config: LabelConfig) -> dict | None:
     start = time.monotonic()
     generator = make_generator(config.policy, backend=config.backend, device=str(state.device))
     labeller = RolloutLabeller(
-        generator, task, config.rollouts, config.temperature, config.top_p, config.max_new_tokens
+        generator,
+        task,
+        config.rollouts,
+        config.temperature,
+        config.top_p,
+        config.max_new_tokens,
+        rollout_temperature=config.rollout_temperature,
     )
     merged = run_sharded_stage(
         state,

@@ -41,11 +41,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RevisionsConfig(SampledDataConfig):
-    """Which problems, how many samples each, and how trajectories are laid out."""
+    """Which problems, how many samples each, and how trajectories are laid out.
+
+    `keep_fraction`: the share of trajectories that end on a correct attempt (`build_trajectories`).
+    """
 
     problems_per_level: int = 64
     samples_per_problem: int = 64
     max_wrong_in_context: int = 4
+    keep_fraction: float = 0.0
     instruction: str = DEFAULT_INSTRUCTION
     output_dir: str = "outputs/toy/revisions"
 
@@ -53,6 +57,10 @@ class RevisionsConfig(SampledDataConfig):
         super().__post_init__()
         if self.max_wrong_in_context < 0:
             raise ValueError(f"max_wrong_in_context must be at least 0, got {self.max_wrong_in_context}")
+        if not 0 <= self.keep_fraction <= 1 or (self.keep_fraction and not self.max_wrong_in_context):
+            raise ValueError(
+                f"keep_fraction must be in [0, 1] and needs max_wrong_in_context >= 1, got {self.keep_fraction}"
+            )
 
     @property
     def revision_format(self) -> RevisionFormat:
@@ -60,27 +68,38 @@ class RevisionsConfig(SampledDataConfig):
 
 
 def build_trajectories(
-    question: str, correct: list[str], wrong: list[str], max_wrong: int, fmt: RevisionFormat, rng: random.Random
+    question: str,
+    correct: list[str],
+    wrong: list[str],
+    max_wrong: int,
+    fmt: RevisionFormat,
+    rng: random.Random,
+    keep_fraction: float = 0.0,
 ) -> list[dict]:
-    """One trajectory per correct sample, duplicates dropped: ``{prompt, completion, num_wrong, edit_distance}``.
+    """One trajectory per correct sample, duplicates dropped: ``{prompt, completion, num_wrong, last_correct,
+    edit_distance}``.
 
     j ~ uniform(0, max_wrong), capped by the distinct wrong solutions; the last attempt shown is the
     wrong solution nearest to the correct one by edit distance, the j - 1 before it random others.
-    `edit_distance` is that last attempt's distance (None when j = 0). Identical correct samples
-    (common when a problem has one natural solution) still give distinct trajectories when their
-    drawn contexts differ; identical trajectories are kept once.
+    With probability `keep_fraction` the trajectory instead ends on a correct sample of the problem
+    after 0..max_wrong - 1 random wrong ones, so the model also sees right answers in context and
+    learns to keep them. `edit_distance` is the last attempt's distance (None without attempts).
+    Identical correct samples (common when a problem has one natural solution) still give distinct
+    trajectories when their drawn contexts differ; identical trajectories are kept once.
     """
     wrong = list(dict.fromkeys(wrong))
     trajectories, seen = [], set()
     for solution in correct:
-        j = min(rng.randint(0, max_wrong), len(wrong))
-        attempts, distance = [], None
-        if j:
-            distances = [Levenshtein.distance(w, solution) for w in wrong]
-            nearest = min(range(len(wrong)), key=distances.__getitem__)
-            others = [w for i, w in enumerate(wrong) if i != nearest]
-            attempts = rng.sample(others, j - 1) + [wrong[nearest]]
-            distance = distances[nearest]
+        keep = keep_fraction > 0 and rng.random() < keep_fraction
+        if keep:
+            j = min(rng.randint(0, max_wrong - 1), len(wrong))
+            attempts = rng.sample(wrong, j) + [rng.choice(correct)]
+        else:
+            j = min(rng.randint(0, max_wrong), len(wrong))
+            attempts = []
+            if j:
+                nearest = min(wrong, key=lambda w: Levenshtein.distance(w, solution))
+                attempts = rng.sample([w for w in wrong if w != nearest], j - 1) + [nearest]
         key = (solution, *attempts)
         if key in seen:
             continue
@@ -90,7 +109,8 @@ def build_trajectories(
                 "prompt": fmt.messages(question, attempts),
                 "completion": [{"role": "assistant", "content": solution}],
                 "num_wrong": j,
-                "edit_distance": distance,
+                "last_correct": keep,
+                "edit_distance": Levenshtein.distance(attempts[-1], solution) if attempts else None,
             }
         )
     return trajectories
@@ -125,7 +145,7 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
         without_correct += not correct
         question = task.make_prompt(problem)
         for number, trajectory in enumerate(
-            build_trajectories(question, correct, wrong, config.max_wrong_in_context, fmt, rng)
+            build_trajectories(question, correct, wrong, config.max_wrong_in_context, fmt, rng, config.keep_fraction)
         ):
             rows.append({"id": f"{problem['id']}-r{number}", "level": problem.get("level"), **trajectory})
     stats = {
@@ -141,13 +161,15 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
 
 
 def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) -> dict:
-    """Totals over shards plus the trajectory figures: count, j histogram, mean edit distance."""
-    distances = [r["edit_distance"] for r in rows if r["edit_distance"] is not None]
+    """Totals over shards plus the trajectory figures: count, j histogram, trajectories ending on a correct
+    attempt, mean edit distance of the last wrong attempt."""
+    distances = [r["edit_distance"] for r in rows if r["edit_distance"] is not None and not r.get("last_correct")]
     per_level = Counter(r["level"] for r in rows)
     return {
         **shard_totals(shard_stats, wall_seconds),
         "trajectories": len(rows),
         "num_wrong_histogram": {str(j): n for j, n in sorted(Counter(r["num_wrong"] for r in rows).items())},
+        "last_correct": sum(bool(r.get("last_correct")) for r in rows),
         "trajectories_per_level": {str(level): n for level, n in sorted(per_level.items())},
         "mean_edit_distance": round(sum(distances) / len(distances), 2) if distances else None,
     }

@@ -56,25 +56,35 @@ class RolloutCounter:
 class RolloutLabeller:
     """Samples solutions and estimates step values with a generator (see module docstring)."""
 
-    def __init__(self, generator, task, rollouts: int, temperature: float, top_p: float, max_new_tokens: int):
+    def __init__(
+        self,
+        generator,
+        task,
+        rollouts: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        rollout_temperature: float | None = None,
+    ):
         self.generator = generator
         self.task = task
         self.k = rollouts
         self.temperature = temperature
+        self.rollout_temperature = temperature if rollout_temperature is None else rollout_temperature
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
         self.counter = RolloutCounter()
 
-    def _params(self, n: int, seed: int) -> SamplingParams:
+    def _params(self, n: int, seed: int, temperature: float) -> SamplingParams:
         return SamplingParams(
-            n=n, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=seed
+            n=n, temperature=temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=seed
         )
 
     def sample(self, problems: list[dict], n: int, seed: int) -> list[list[Sample]]:
         """`n` solutions per problem, split into steps and graded."""
         questions = [self.task.make_prompt(p) for p in problems]
         prompts = [chat_prompt(self.generator.tokenizer, q) for q in questions]
-        outputs = self.generator.generate(prompts, self._params(n, seed))
+        outputs = self.generator.generate(prompts, self._params(n, seed, self.temperature))
         self.counter.generated_tokens += sum(c.num_tokens for outs in outputs for c in outs)
         samples = []
         for problem, question, outs in zip(problems, questions, outputs):
@@ -117,7 +127,9 @@ class RolloutLabeller:
         for stage, n in enumerate(success_stages(self.k) if stop_at_success else [self.k]):
             if not pending:
                 break
-            outputs = self.generator.generate(pending, self._params(n, derive_seed(seed, stage)))
+            outputs = self.generator.generate(
+                pending, self._params(n, derive_seed(seed, stage), self.rollout_temperature)
+            )
             for prompt, outs in zip(pending, outputs):
                 prefix, sharing = by_prompt[prompt]
                 gold = sharing[0][0].problem["answer"]
