@@ -55,7 +55,8 @@ def aggregate(step_scores: list[float], how: str) -> float:
 
 @dataclass
 class Scored:
-    """A verifier's output for one solution: scores per step (one for an ORM) and tokens read."""
+    """A verifier's output for one solution: scores per step (one for an ORM) and the tokens charged
+    for it (its own, plus an even share of a prefix it shares with others; see `HFVerifier.score`)."""
 
     step_scores: list[float]
     num_tokens: int
@@ -174,26 +175,24 @@ class HFVerifier:
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention[row, : len(ids)] = 1
         logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
-        logits = logits.float().cpu()
+        logits = logits.float()
         if self.kind == "orm":
-            return list(logits)
+            return list(logits.cpu())
         return [self._features(logits[row, : len(ids)], ids, 0) for row, ids in enumerate(batch)]
 
     def _features(self, logits: torch.Tensor, ids: list[int], first: int) -> torch.Tensor:
         """What scoring needs per position, from the logits at positions `first`, `first + 1`, ... of `ids`:
         the log-probability of the next token (policy likelihood, 0 at the last position), the
         label tokens' logits (causal-LM PRM), or the head's logits (token classification)."""
-        logits = logits.cpu()
-        if self.kind == "policy_likelihood":
-            following = torch.tensor(ids[first + 1 : first + 1 + len(logits)], dtype=torch.long)
-            logprobs = torch.zeros(len(logits))
-            logprobs[: len(following)] = torch.log_softmax(logits[: len(following)], -1).gather(-1, following[:, None])[
-                :, 0
-            ]
-            return logprobs[:, None]
+        if self.kind == "policy_likelihood":  # reduced where the logits are: a vocabulary row never moves
+            following = torch.tensor(ids[first + 1 : first + 1 + len(logits)], dtype=torch.long, device=logits.device)
+            logprobs = logits.new_zeros(len(logits))
+            chosen = torch.log_softmax(logits[: len(following)], -1).gather(-1, following[:, None])
+            logprobs[: len(following)] = chosen[:, 0]
+            return logprobs[:, None].cpu()
         if self.kind == "prm_causal_lm":
-            return logits[:, self.label_ids]
-        return logits
+            return logits[:, self.label_ids].cpu()
+        return logits.cpu()
 
     def _step_scores(self, features: torch.Tensor, encoded) -> list[float]:
         """Per-step scores of one pair from its per-position features (see `_features`)."""
