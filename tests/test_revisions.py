@@ -4,8 +4,10 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from rapidfuzz.distance import Levenshtein
 from transformers import AutoTokenizer
 
@@ -177,7 +179,9 @@ def test_revisions_and_revision_stages_end_to_end(small_policy, tmp_path):
     rows = [json.loads(line) for line in (data / "trajectories.jsonl").read_text().splitlines()]
     assert stats["trajectories"] == len(rows) > 0 and stats["samples"] == 96
     assert sum(stats["num_wrong_histogram"].values()) == len(rows)
-    assert stats["revision_format"] == {"instruction": RevisionFormat().instruction, "context_window": 4}
+    recipe = yaml.safe_load(Path("recipes/toy/revisions.yaml").read_text())
+    assert stats["revision_format"] == {"instruction": recipe["instruction"], "context_window": 4}
+    assert 0 < stats["last_correct"] == sum(r["last_correct"] for r in rows) < len(rows)  # keep_fraction 0.5
 
     model = tmp_path / "revision"
     train_args = ["--config", "recipes/toy/revision.yaml", "--dataset", str(data / "dataset"),
