@@ -15,6 +15,7 @@ from pathlib import Path
 from ponder.inference.difficulty import Binning
 from ponder.inference.strategies import Strategy
 from ponder.training.flops_matched import compare as flops_matched_comparison
+from ponder.training.flops_matched import verifier_cost
 from ponder.training.outputs import write_json_atomic, write_text_atomic
 
 REFERENCE = "bon_weighted"
@@ -214,6 +215,16 @@ def build_report(
             cv_oracle,
             bins["oracle"].bins,
             sorted({r["budget"] for r in rows}),
+            verifier_cost(
+                None if config["prm"] == "oracle" else config["prm"],
+                config["policy"],
+                parameters.get("prm"),
+                [
+                    r
+                    for r in rows
+                    if Strategy.parse(r["strategy"]).kind != "revision" and not r["strategy"].startswith("orm_")
+                ],
+            ),
         ),
         "seconds": timings,
     }
@@ -375,7 +386,7 @@ def flops_matched_markdown(matched: dict | str) -> str:
     body = [["large policy, greedy", "–", "–", greedy["all"]] + [greedy[b] for b in labels]]
     for result in matched["by_ratio"]:
         accuracy = result["small_compute_optimal"]
-        budget = f"{result['budget']}{' (cap)' if result['capped'] else ''}"
+        budget = fmt(result["budget"]) + (" (cap)" if result["capped"] else "")
         body.append(
             [f"small + compute-optimal, R = {result['ratio']}", result["matched_generations"], budget, accuracy["all"]]
             + [accuracy[b] for b in labels]
@@ -386,12 +397,31 @@ def flops_matched_markdown(matched: dict | str) -> str:
             "",
             f"Large policy {params['large']:,} parameters ({matched['pretraining_tokens']['large']:,} pretraining "
             f"tokens) against this policy, {params['small']:,} parameters ({matched['pretraining_tokens']['small']:,} "
-            "tokens), at equal pretraining + inference FLOPs; R = inference tokens / pretraining tokens. Columns: "
+            "tokens), at equal pretraining + inference FLOPs; R = inference tokens / pretraining tokens. "
+            f"{verifier_sentence(matched.get('verifier'))} Columns: "
             'generations per query the small policy may spend, the swept budget used ("cap": the sweep ends '
             "below the matched budget, which understates the small policy), accuracy overall and per oracle bin.",
             "",
             markdown_table(["", "matched generations", "budget N", "all"] + [f"bin {b}" for b in labels], body),
         ]
+    )
+
+
+def verifier_sentence(verifier: dict | None) -> str:
+    """How the verifier's FLOPs enter the match, in words."""
+    if verifier is None:
+        return "The verifier costs nothing here (the oracle)."
+    pretraining = verifier["pretraining_flops"]
+    pretrained = (
+        "its pretraining is unknown and counted as 0"
+        if pretraining is None
+        else f"{pretraining:.3g} pretraining FLOPs of its own"
+        if pretraining
+        else "it shares the policy's pretraining"
+    )
+    return (
+        f"The verifier counts on the small side: {verifier['parameters']:,} parameters reading "
+        f"{verifier['tokens_per_generated_token']:.2f} tokens per generated token; {pretrained}."
     )
 
 
