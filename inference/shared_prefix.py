@@ -101,14 +101,7 @@ def _run_chunk(model, sequences, chunk: list[PrefixGroup], features, pad_id: int
     cache = DynamicCache(config=model.config)
     prefix_features = [None] * len(chunk)
     if width:
-        positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(
-            input_ids=prefix_ids.to(device),
-            attention_mask=prefix_mask.to(device),
-            position_ids=positions.to(device),
-            past_key_values=cache,
-            use_cache=True,
-        ).logits.float()
+        logits = _forward(model, prefix_ids, prefix_mask, (prefix_mask.cumsum(-1) - 1).clamp(min=0), cache)
         for row, group in enumerate(chunk):
             ids = sequences[group.members[0]]
             prefix_features[row] = features(logits[row, width - group.shared :], ids, 0)
@@ -122,17 +115,25 @@ def _run_chunk(model, sequences, chunk: list[PrefixGroup], features, pad_id: int
         suffix_ids[line, : len(own)] = torch.tensor(own)
         suffix_mask[line, : len(own)] = 1
         positions[line] = torch.arange(shared, shared + suffix_width)
+    group_of_member = torch.tensor([row for row, _ in members])
     if width:
-        cache.batch_select_indices(torch.tensor([row for row, _ in members], device=device))
-    mask = torch.cat([prefix_mask[[row for row, _ in members]], suffix_mask], dim=-1)
-    logits = model(
-        input_ids=suffix_ids.to(device),
-        attention_mask=mask.to(device),
-        position_ids=positions.to(device),
-        past_key_values=cache,
-        use_cache=True,
-    ).logits.float()
+        cache.batch_select_indices(group_of_member.to(device))
+    logits = _forward(
+        model, suffix_ids, torch.cat([prefix_mask[group_of_member], suffix_mask], dim=-1), positions, cache
+    )
     for line, (row, index) in enumerate(members):
         shared, ids = chunk[row].shared, sequences[index]
         own = features(logits[line, : len(ids) - shared], ids, shared)
         results[index] = own if prefix_features[row] is None else torch.cat([prefix_features[row], own])
+
+
+def _forward(model, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
+    """Float logits of one batched forward pass that extends `cache` in place."""
+    device = next(model.parameters()).device
+    return model(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        position_ids=position_ids.to(device),
+        past_key_values=cache,
+        use_cache=True,
+    ).logits.float()

@@ -219,11 +219,7 @@ def build_report(
                 None if config["prm"] == "oracle" else config["prm"],
                 config["policy"],
                 parameters.get("prm"),
-                [
-                    r
-                    for r in rows
-                    if Strategy.parse(r["strategy"]).kind != "revision" and not r["strategy"].startswith("orm_")
-                ],
+                [r for r in rows if _scored_by_prm(r["strategy"])],
             ),
         ),
         "seconds": timings,
@@ -405,6 +401,12 @@ def flops_matched_markdown(matched: dict | str) -> str:
             markdown_table(["", "matched generations", "budget N", "all"] + [f"bin {b}" for b in labels], body),
         ]
     )
+
+
+def _scored_by_prm(name: str) -> bool:
+    """Whether the PRM scores a strategy's candidates (not an ORM, not revision attempts)."""
+    strategy = Strategy.parse(name)
+    return strategy.verifier == "prm" and strategy.kind != "revision"
 
 
 def verifier_sentence(verifier: dict | None) -> str:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ponder.inference.verifiers import METADATA_FILE
+
 RATIOS = (0.16, 0.79, 22.0)
 
 
@@ -51,7 +53,7 @@ def verifier_cost(verifier_path: str | None, policy: str, parameters: int | None
     """
     if verifier_path is None or parameters is None:
         return None
-    metadata_path = Path(verifier_path) / "ponder.json"
+    metadata_path = Path(verifier_path) / METADATA_FILE
     metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
     base = metadata.get("base_model", verifier_path)
     pretraining = 0
