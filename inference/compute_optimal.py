@@ -6,6 +6,12 @@ every bin are split into two folds; for each fold the strategy is chosen per bin
 and scored on this one, and the CV accuracy is the mean over all problems, each scored while its own
 fold was held out. The saved policy is chosen on all problems and records the CV accuracy beside.
 
+Two choice rules (`CHOICE_RULES`). ``argmax`` takes each bin's most accurate strategy. ``one_se``
+(the default) starts from the strategy most accurate over all bins and moves a bin to its own best
+only when that one leads it *within the bin* by more than one standard error of the paired
+per-problem difference (Breiman's one-standard-error rule): with a few dozen problems per bin and
+fold, an argmax often picks a strategy that was lucky on the choosing fold.
+
 `ComputeOptimalSolver.solve(rows, budget)` runs the policy on new problems: a probe of a few sampled
 solutions, scored by the PRM, estimates each problem's difficulty (its samples count against the
 budget); the problem's bin then picks the strategy. A chosen PRM best-of-N reuses the probe samples
@@ -16,6 +22,7 @@ within what the probe left (beam search with M=4 at 12 of 16 after a 4-sample pr
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +43,7 @@ from ponder.inference.strategies import (
 from ponder.inference.tasks import get_task
 
 FOLDS = 2
+CHOICE_RULES = ("one_se", "argmax")
 Outcomes = dict[int, dict[str, dict[str, tuple[bool, int]]]]  # budget → strategy → id → (correct, tokens)
 
 
@@ -75,8 +83,28 @@ def best_strategy(at_budget: dict[str, dict[str, tuple[bool, int]]], ids: list[s
     return strategy, -accuracy
 
 
-def cross_validate(rows: list[dict], bins: dict[str, str], folds: dict[str, int]) -> dict[int, dict]:
-    """Per budget: CV accuracy, and per held-out fold and bin the strategy chosen on the other folds.
+def choose_strategy(
+    at_budget: dict[str, dict[str, tuple[bool, int]]], ids: list[str], pooled_ids: list[str], rule: str
+) -> str:
+    """The strategy for a bin whose problems are `ids`, by `rule` (module docstring); `pooled_ids` are all bins'."""
+    best, _ = best_strategy(at_budget, ids)
+    if rule == "argmax":
+        return best
+    if rule != "one_se":
+        raise ValueError(f"unknown choice rule {rule!r}; use one of {CHOICE_RULES}")
+    pooled, _ = best_strategy(at_budget, pooled_ids)
+    if best == pooled or len(ids) < 2:
+        return pooled
+    gains = [at_budget[best][i][0] - at_budget[pooled][i][0] for i in ids]
+    gain = sum(gains) / len(gains)
+    variance = sum((g - gain) ** 2 for g in gains) / (len(gains) - 1)
+    return best if gain > math.sqrt(variance / len(gains)) else pooled
+
+
+def cross_validate(
+    rows: list[dict], bins: dict[str, str], folds: dict[str, int], rule: str = "one_se"
+) -> dict[int, dict]:
+    """Per budget: CV accuracy, and per held-out fold and bin the strategy chosen on the other folds by `rule`.
 
     A bin that is empty in the choosing folds falls back to the choice over all their problems.
     """
@@ -97,7 +125,7 @@ def cross_validate(rows: list[dict], bins: dict[str, str], folds: dict[str, int]
                 if not scored:
                     continue
                 chosen_on = [i for i in choosing if bins[i] == label] or choosing
-                strategy, _ = best_strategy(at_budget, chosen_on)
+                strategy = choose_strategy(at_budget, chosen_on, choosing, rule)
                 hits = sum(at_budget[strategy][i][0] for i in scored)
                 correct += hits
                 choices.append(
@@ -123,6 +151,7 @@ class ComputeOptimalPolicy:
     choices: dict[int, dict[str, dict]]
     cv_accuracy: dict[int, float]
     settings: dict = field(default_factory=dict)  # {task, checkpoints: {policy, prm, orm, revision}, search: {...}}
+    choice_rule: str = "one_se"
 
     def choice(self, label: str, budget: int) -> Strategy:
         """The strategy for bin `label` at the largest fitted budget not above `budget`."""
@@ -136,6 +165,7 @@ class ComputeOptimalPolicy:
             "binning": self.binning.to_dict(),
             "probe_samples": self.probe_samples,
             "folds": FOLDS,
+            "choice_rule": self.choice_rule,
             "settings": self.settings,
             "budgets": {
                 str(budget): {"cv_accuracy": self.cv_accuracy.get(budget), "bins": bins}
@@ -156,22 +186,24 @@ class ComputeOptimalPolicy:
             {b: entry["bins"] for b, entry in budgets.items()},
             {b: entry["cv_accuracy"] for b, entry in budgets.items() if entry["cv_accuracy"] is not None},
             data.get("settings", {}),
+            data.get("choice_rule", "argmax"),  # files written before the rule was recorded used argmax
         )
 
 
 def fit_policy(
-    rows: list[dict], binning: Binning, probe_samples: int, settings: dict | None = None
+    rows: list[dict], binning: Binning, probe_samples: int, settings: dict | None = None, rule: str = "one_se"
 ) -> ComputeOptimalPolicy:
-    """Choose per bin and budget on all problems of `binning`; CV accuracy from `cross_validate`."""
+    """Choose per bin and budget on all problems of `binning` by `rule`; CV accuracy from `cross_validate`."""
     bins = binning.bins
-    cv = cross_validate(rows, bins, assign_folds(bins))
+    cv = cross_validate(rows, bins, assign_folds(bins), rule)
     table = outcomes_of(rows)
     choices = {}
     for budget, at_budget in sorted(table.items()):
         choices[budget] = {}
         for label in binning.labels:
             ids = [i for i, b in bins.items() if b == label] or list(bins)
-            strategy, accuracy = best_strategy(at_budget, ids)
+            strategy = choose_strategy(at_budget, ids, list(bins), rule)
+            accuracy = sum(at_budget[strategy][i][0] for i in ids) / len(ids)
             params = Strategy.parse(strategy).params(budget)
             choices[budget][label] = {
                 "strategy": strategy,
@@ -180,7 +212,7 @@ def fit_policy(
                 "problems": len(ids),
             }
     cv_accuracy = {budget: result["accuracy"] for budget, result in cv.items()}
-    return ComputeOptimalPolicy(binning, probe_samples, choices, cv_accuracy, dict(settings or {}))
+    return ComputeOptimalPolicy(binning, probe_samples, choices, cv_accuracy, dict(settings or {}), rule)
 
 
 def load_solver(path: str | Path, device: str | None = None) -> ComputeOptimalSolver:

@@ -6,8 +6,10 @@ from ponder.inference.compute_optimal import (
     ComputeOptimalPolicy,
     ComputeOptimalSolver,
     assign_folds,
+    choose_strategy,
     cross_validate,
     fit_policy,
+    outcomes_of,
 )
 from ponder.inference.difficulty import Binning, absolute_binning, predicted_score, quantile_binning
 from ponder.inference.generation import make_generator
@@ -70,7 +72,8 @@ def rows_for(strategy: str, correct: dict, budget: int = 4, tokens: int = 10) ->
     ]
 
 
-def test_cross_validation_never_chooses_on_the_fold_it_scores():
+@pytest.mark.parametrize("rule", ["argmax", "one_se"])
+def test_cross_validation_never_chooses_on_the_fold_it_scores(rule):
     bins = {f"p{i}": "1" if i < 8 else "2" for i in range(16)}
     folds = assign_folds(bins)
     fold_a = [i for i in bins if folds[i] == 0]
@@ -85,7 +88,7 @@ def test_cross_validation_never_chooses_on_the_fold_it_scores():
             members = sorted(i for i in bins if bins[i] == label and folds[i] == fold)
             steady |= {i: k % 2 == 0 for k, i in enumerate(members)}
     rows = rows_for("beam_m4", lucky) + rows_for("bon_weighted", steady)
-    (result,) = cross_validate(rows, bins, folds).values()
+    (result,) = cross_validate(rows, bins, folds, rule).values()
     for choice in result["choices"]:
         assert not set(choice["chosen_on"]) & set(choice["scored_on"])
         assert all(folds[i] != choice["held_out_fold"] for i in choice["chosen_on"])
@@ -94,6 +97,27 @@ def test_cross_validation_never_chooses_on_the_fold_it_scores():
         assert (choice["strategy"], choice["accuracy"]) == expected
     assert result["accuracy"] == pytest.approx(0.25)  # an in-sample choice would have claimed 0.5
     assert set(fold_a) == {i for c in result["choices"] if c["held_out_fold"] == 0 for i in c["scored_on"]}
+
+
+def test_one_se_rule_leaves_the_pooled_strategy_only_for_a_lead_beyond_one_standard_error():
+    # pooled over both bins bon_weighted is best (14 of 20 against 12 of 20)
+    bins = {f"p{i}": "1" if i < 10 else "2" for i in range(20)}
+    beam = {i: int(i[1:]) < 12 for i in bins}  # all of bin 1, 2 of bin 2
+    bon = {i: int(i[1:]) % 10 < 7 for i in bins}  # 7 of each bin
+    at_budget = outcomes_of(rows_for("beam_m4", beam) + rows_for("bon_weighted", bon))[4]
+    bin1 = [i for i in bins if bins[i] == "1"]
+    bin2 = [i for i in bins if bins[i] == "2"]
+    # bin 1: beam leads by 3 of 10 (gain 0.3, standard error 0.153): beyond one SE, so beam
+    assert choose_strategy(at_budget, bin1, list(bins), "one_se") == "beam_m4"
+    # bin 2: bon leads by 5 of 10; it is the pooled strategy anyway
+    assert choose_strategy(at_budget, bin2, list(bins), "one_se") == "bon_weighted"
+    # bin 1: beam leads by 1 net problem of 10 (wins 2, loses 1; standard error 0.18): stay pooled; argmax moves
+    close = {i: i in ("p0", "p1", "p2", "p3", "p4", "p5", "p7", "p8", "p10", "p11") for i in bins}
+    at_budget = outcomes_of(rows_for("beam_m4", close) + rows_for("bon_weighted", bon))[4]
+    assert choose_strategy(at_budget, bin1, list(bins), "argmax") == "beam_m4"
+    assert choose_strategy(at_budget, bin1, list(bins), "one_se") == "bon_weighted"
+    with pytest.raises(ValueError, match="unknown choice rule"):
+        choose_strategy(at_budget, bin1, list(bins), "best")
 
 
 def test_fitted_policy_round_trips_and_falls_back_to_smaller_budgets(tmp_path):
@@ -109,6 +133,7 @@ def test_fitted_policy_round_trips_and_falls_back_to_smaller_budgets(tmp_path):
     policy.save(path)
     loaded = ComputeOptimalPolicy.load(path)
     assert loaded.choices == policy.choices and loaded.cv_accuracy == policy.cv_accuracy
+    assert loaded.choice_rule == policy.choice_rule == "one_se"
     assert loaded.binning.thresholds == (0.5,) and loaded.binning.label_of(0.7) == "1"
     assert loaded.choice("1", 7).name == "bon_majority" and loaded.choice("1", 2).name == "bon_majority"
     with pytest.raises(ValueError, match="below the smallest"):

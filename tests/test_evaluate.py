@@ -64,6 +64,13 @@ def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_c
             >= eff["reference_accuracy_at_cap"]
         )
     assert set(report["compute_optimal"]) == {"oracle", "predicted", "absolute", "single"}
+    other = report["compute_optimal_other_rule"]  # the argmax rule beside the default one_se
+    assert (
+        report["choice_rule"] == "one_se"
+        and other["rule"] == "argmax"
+        and set(other) == {"rule", "oracle", "predicted"}
+    )
+    assert other["oracle"]["cv_accuracy"].keys() == report["compute_optimal"]["oracle"]["cv_accuracy"].keys()
     check = report["solver_check"]
     assert check["budget"] == 4 and check["mean_generations"] <= 4 and 0 <= check["accuracy"] <= 1
     assert "revision_l2" not in report["skipped_strategies"]

@@ -22,7 +22,7 @@ from ponder.inference.revision import (
 )
 from ponder.inference.strategies import Strategy, execute, load_tools, plan_runs
 from ponder.inference.tasks import get_task
-from ponder.training.revisions import build_trajectories
+from ponder.training.revisions import RevisionsConfig, build_trajectories
 
 FMT = RevisionFormat("Again: {problem}", context_window=4)
 CORRECT = "1+2=3\nAnswer: 3"
@@ -70,6 +70,30 @@ def test_keep_trajectories_end_on_a_correct_attempt_after_fewer_wrong_ones():
         assert t["edit_distance"] == 0
     assert {t["num_wrong"] for t in kept} == {0, 1, 2, 3}
     assert not any(t["last_correct"] for t in build_trajectories("1+2", [CORRECT] * 20, WRONG, 4, FMT, rng))
+
+
+def test_sampled_contexts_show_the_problems_other_samples_right_or_wrong():
+    rng = random.Random(3)
+    correct = [CORRECT, "2+1=3\nAnswer: 3", "3=1+2\nAnswer: 3"]
+    counts = set()
+    for _ in range(100):
+        trajectories = build_trajectories("1+2", correct, WRONG, 4, FMT, rng, context="sampled")
+        for t in trajectories:
+            solution = t["completion"][0]["content"]
+            shown = attempts_of(t)
+            counts.add(len(shown))
+            assert len(shown) <= 4 and solution not in shown and set(shown) <= set(correct + WRONG)
+            assert t["num_wrong"] == sum(a in WRONG for a in shown)
+            assert t["last_correct"] == (bool(shown) and shown[-1] in correct)
+    assert counts == {0, 1, 2, 3, 4}
+    # both kinds of attempt appear, at about the rate the samples hold them (2 right of 7 others)
+    rows = [t for _ in range(300) for t in build_trajectories("1+2", correct, WRONG, 4, FMT, rng, context="sampled")]
+    shown = [a for t in rows for a in attempts_of(t)]
+    assert 0.2 < sum(a in correct for a in shown) / len(shown) < 0.38
+    with pytest.raises(ValueError, match="context must be one of"):
+        RevisionsConfig(context="nearest")
+    with pytest.raises(ValueError, match="keep_fraction applies to context 'snell' only"):
+        RevisionsConfig(context="sampled", keep_fraction=0.5)
 
 
 def test_chat_layout_shows_the_last_attempts_and_repeats_the_question():
@@ -181,7 +205,8 @@ def test_revisions_and_revision_stages_end_to_end(small_policy, tmp_path):
     assert sum(stats["num_wrong_histogram"].values()) == len(rows)
     recipe = yaml.safe_load(Path("recipes/toy/revisions.yaml").read_text())
     assert stats["revision_format"] == {"instruction": recipe["instruction"], "context_window": 4}
-    assert 0 < stats["last_correct"] == sum(r["last_correct"] for r in rows) < len(rows)  # keep_fraction 0.5
+    assert recipe["context"] == "sampled"  # earlier attempts right or wrong: some trajectories end on a right one
+    assert 0 < stats["last_correct"] == sum(r["last_correct"] for r in rows) < len(rows)
 
     model = tmp_path / "revision"
     train_args = ["--config", "recipes/toy/revision.yaml", "--dataset", str(data / "dataset"),

@@ -32,7 +32,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ponder.inference.compute_optimal import ComputeOptimalSolver, assign_folds, cross_validate, fit_policy
+from ponder.inference.compute_optimal import (
+    CHOICE_RULES,
+    ComputeOptimalSolver,
+    assign_folds,
+    cross_validate,
+    fit_policy,
+)
 from ponder.inference.difficulty import (
     Binning,
     absolute_binning,
@@ -96,6 +102,7 @@ RUN_SETTINGS = (  # what a finished run's rows depend on (besides its key: strat
     "aggregation",
     "seed",
 )
+OTHER_RULE_BINNINGS = ("oracle", "predicted")  # reported beside, with the choice rule not configured
 ROW_COLUMNS = (
     "id",
     "level",
@@ -145,6 +152,7 @@ class EvaluateConfig:
     difficulty_samples: int = 16
     probe_samples: int = 4
     difficulty_bins: int = 5
+    choice_rule: str = "one_se"
     compare_budget: int = 16
     solver_check_budget: int = 16
     temperature: float = 0.8
@@ -160,6 +168,8 @@ class EvaluateConfig:
         power_of_two_budgets(self.max_budget)  # validates the cap
         for name in self.strategies:
             Strategy.parse(name)
+        if self.choice_rule not in CHOICE_RULES:
+            raise ValueError(f"choice_rule must be one of {CHOICE_RULES}, got {self.choice_rule!r}")
         if not 1 <= self.probe_samples <= self.difficulty_samples:
             raise ValueError(f"probe_samples must lie in 1..difficulty_samples, got {self.probe_samples}")
 
@@ -276,7 +286,9 @@ def solver_check(
     for fold in sorted(set(folds.values())):
         fitting = {i for i, f in folds.items() if f != fold}
         binning = quantile_binning({i: predicted[i] for i in fitting}, config.difficulty_bins, "predicted")
-        policy = fit_policy([r for r in rows if r["id"] in fitting], binning, config.probe_samples)
+        policy = fit_policy(
+            [r for r in rows if r["id"] in fitting], binning, config.probe_samples, rule=config.choice_rule
+        )
         held_out = [p for p in problems if folds[p["id"]] == fold]
         solved += [
             row | {"fold": fold}
@@ -328,13 +340,18 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
     save_rows(output_dir, rows)
 
     bins = binnings(difficulty, config.difficulty_bins)
-    cv = {name: cross_validate(rows, b.bins, assign_folds(b.bins)) for name, b in bins.items()}
+    cv = {name: cross_validate(rows, b.bins, assign_folds(b.bins), config.choice_rule) for name, b in bins.items()}
+    other_rule = next(rule for rule in CHOICE_RULES if rule != config.choice_rule)
+    other_cv = {
+        name: cross_validate(rows, bins[name].bins, assign_folds(bins[name].bins), other_rule)
+        for name in OTHER_RULE_BINNINGS
+    }
     settings = {"task": config.task, "checkpoints": config.checkpoints(), "search": config.search_settings()}
-    policy = fit_policy(rows, bins["predicted"], config.probe_samples, settings)
+    policy = fit_policy(rows, bins["predicted"], config.probe_samples, settings, config.choice_rule)
     policy.save(output_dir / "compute_optimal.json")
     solver_rows = []
     if config.solver_check_budget:
-        sweep_id = zlib.crc32(" ".join(run.key for run in runs).encode())  # the rows the check fits on
+        sweep_id = zlib.crc32(" ".join([config.choice_rule, *(run.key for run in runs)]).encode())  # what it fits
         solver_rows = cached(
             runs_dir / f"solver_check_b{config.solver_check_budget}_{sweep_id:08x}.jsonl",
             lambda: solver_check(problems, rows, difficulty, tools, config),
@@ -369,6 +386,7 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
         difficulty=difficulty,
         bins=bins,
         cv=cv,
+        other_rule_cv={"rule": other_rule, **other_cv},
         solver_rows=solver_rows,
         skipped=skipped,
         parameters=parameters,

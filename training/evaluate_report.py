@@ -144,6 +144,7 @@ def build_report(
     difficulty: list[dict],
     bins: dict[str, Binning],
     cv: dict[str, dict[int, dict]],
+    other_rule_cv: dict,
     solver_rows: list[dict],
     skipped: dict[str, str],
     parameters: dict,
@@ -152,8 +153,9 @@ def build_report(
 ) -> dict:
     """Every figure of the evaluation as one JSON-ready dict (with a markdown summary).
 
-    `large` (optional): ``{small, large, greedy}`` pretraining records and greedy rows of a larger policy
-    for the FLOPs-matched comparison, made on the oracle bins.
+    `cv` is per binning with the configured choice rule; `other_rule_cv` ``{rule, binning: cv}`` with
+    the other rule, reported beside. `large` (optional): ``{small, large, greedy}`` pretraining
+    records and greedy rows of a larger policy for the FLOPs-matched comparison, on the oracle bins.
     """
     cap = config["max_budget"]
     accuracy = accuracy_table(rows)
@@ -179,6 +181,18 @@ def build_report(
             "standard_error": standard_error(reference.get(str(cap)), len({r["id"] for r in difficulty})),
             "oracle_bins": efficiency(cv_oracle, reference, cap),
             "predicted_bins": efficiency(cv_predicted, reference, cap),
+        },
+        "choice_rule": config["choice_rule"],
+        "compute_optimal_other_rule": {
+            "rule": other_rule_cv["rule"],
+            **{
+                name: {
+                    "cv_accuracy": (accuracies := {str(b): r["accuracy"] for b, r in result.items()}),
+                    "efficiency": efficiency(accuracies, reference, cap),
+                }
+                for name, result in other_rule_cv.items()
+                if name != "rule"
+            },
         },
         "compute_optimal_minus_weighted_bon": {
             name: {b: round(acc - reference[b], 4) for b, acc in summary["cv_accuracy"].items() if b in reference}
@@ -265,15 +279,24 @@ def accuracy_markdown(report: dict) -> str:
     """Strategies and compute-optimal (CV) rows × budgets."""
     budgets = [str(b) for b in report["budgets"]]
     body = [[s] + [acc.get(b) for b in budgets] for s, acc in report["accuracy"].items()]
+    rule = report["choice_rule"]
     for name, summary in report["compute_optimal"].items():
-        label = "one bin for all" if name == "single" else f"{name} bins"
+        label = "one bin for all" if name == "single" else f"{name} bins, {rule}"
         body.append([f"**compute-optimal ({label}, CV)**"] + [summary["cv_accuracy"].get(b) for b in budgets])
+    other = report["compute_optimal_other_rule"]
+    for name, summary in other.items():
+        if name != "rule":
+            body.append(
+                [f"compute-optimal ({name} bins, {other['rule']}, CV)"]
+                + [summary["cv_accuracy"].get(b) for b in budgets]
+            )
     return markdown_table(["strategy \\ budget N"] + budgets, body)
 
 
 def summary_markdown(report: dict) -> str:
     """The headline figures and the accuracy table."""
     eff = report["efficiency"]
+    other = report["compute_optimal_other_rule"]
     compare = next(k for k in report if k.startswith("predicted_vs_oracle_at_"))
     lines = [
         f"## Compute-optimal evaluation: {report['problems']} problems, budgets {report['budgets']}",
@@ -289,7 +312,10 @@ def summary_markdown(report: dict) -> str:
             if reached["budget_reaching_it"]
             else "not reached within the budgets swept"
         )
-        lines.append(f"- efficiency ratio ({name} bins, CV): **{fmt(reached['ratio'], 2)}** ({where})")
+        lines.append(
+            f"- efficiency ratio ({name} bins, {report['choice_rule']} rule, CV): **{fmt(reached['ratio'], 2)}** "
+            f"({where}; {other['rule']} rule: {fmt(other[name]['efficiency']['ratio'], 2)})"
+        )
     lines.append(
         f"- predicted-bin / oracle-bin compute-optimal accuracy at N = {compare.rsplit('_', 1)[1]}: "
         f"{fmt(report[compare])}"

@@ -38,23 +38,33 @@ from ponder.training.shards import (
 
 logger = logging.getLogger(__name__)
 
+# snell: j wrong attempts, the nearest wrong one last (Snell et al.); sampled: j of the problem's other
+# samples, right or wrong, in random order (what a chain shows at inference)
+CONTEXTS = ("snell", "sampled")
+
 
 @dataclass
 class RevisionsConfig(SampledDataConfig):
     """Which problems, how many samples each, and how trajectories are laid out.
 
-    `keep_fraction`: the share of trajectories that end on a correct attempt (`build_trajectories`).
+    `context`: which earlier attempts a trajectory shows (`CONTEXTS`, `build_trajectories`);
+    `keep_fraction`: with ``snell``, the share of trajectories that end on a correct attempt.
     """
 
     problems_per_level: int = 64
     samples_per_problem: int = 64
     max_wrong_in_context: int = 4
+    context: str = "snell"
     keep_fraction: float = 0.0
     instruction: str = DEFAULT_INSTRUCTION
     output_dir: str = "outputs/toy/revisions"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
+        if self.keep_fraction and self.context != "snell":
+            raise ValueError(f"keep_fraction applies to context 'snell' only, got context {self.context!r}")
         if self.max_wrong_in_context < 0:
             raise ValueError(f"max_wrong_in_context must be at least 0, got {self.max_wrong_in_context}")
         if not 0 <= self.keep_fraction <= 1 or (self.keep_fraction and not self.max_wrong_in_context):
@@ -75,18 +85,26 @@ def build_trajectories(
     fmt: RevisionFormat,
     rng: random.Random,
     keep_fraction: float = 0.0,
+    context: str = "snell",
 ) -> list[dict]:
     """One trajectory per correct sample, duplicates dropped: ``{prompt, completion, num_wrong, last_correct,
     edit_distance}``.
 
-    j ~ uniform(0, max_wrong), capped by the distinct wrong solutions; the last attempt shown is the
-    wrong solution nearest to the correct one by edit distance, the j - 1 before it random others.
-    With probability `keep_fraction` the trajectory instead ends on a correct sample of the problem
-    after 0..max_wrong - 1 random wrong ones, so the model also sees right answers in context and
-    learns to keep them. `edit_distance` is the last attempt's distance (None without attempts).
-    Identical correct samples (common when a problem has one natural solution) still give distinct
-    trajectories when their drawn contexts differ; identical trajectories are kept once.
+    ``snell``: j ~ uniform(0, max_wrong), capped by the distinct wrong solutions; the last attempt
+    shown is the wrong solution nearest to the correct one by edit distance, the j - 1 before it
+    random others. With probability `keep_fraction` the trajectory instead ends on a correct sample
+    of the problem after 0..max_wrong - 1 random wrong ones, so the model also sees right answers in
+    context and learns to keep them.
+    ``sampled``: j ~ uniform(0, max_wrong) of the problem's other samples, right or wrong at the
+    rate the policy makes them, in random order: the contexts a chain of the model's own attempts
+    shows at inference, where a Snell context is all wrong.
+    `num_wrong` counts the wrong attempts shown; `edit_distance` is the last attempt's distance (None
+    without attempts). Identical correct samples (common when a problem has one natural solution)
+    still give distinct trajectories when their drawn contexts differ; identical trajectories are
+    kept once.
     """
+    if context == "sampled":
+        return _sampled_trajectories(question, correct, wrong, max_wrong, fmt, rng)
     wrong = list(dict.fromkeys(wrong))
     trajectories, seen = [], set()
     for solution in correct:
@@ -101,19 +119,36 @@ def build_trajectories(
                 nearest = min(wrong, key=lambda w: Levenshtein.distance(w, solution))
                 attempts = rng.sample([w for w in wrong if w != nearest], j - 1) + [nearest]
         key = (solution, *attempts)
-        if key in seen:
-            continue
-        seen.add(key)
-        trajectories.append(
-            {
-                "prompt": fmt.messages(question, attempts),
-                "completion": [{"role": "assistant", "content": solution}],
-                "num_wrong": j,
-                "last_correct": keep,
-                "edit_distance": Levenshtein.distance(attempts[-1], solution) if attempts else None,
-            }
-        )
+        if key not in seen:
+            seen.add(key)
+            trajectories.append(_trajectory(question, solution, attempts, j, keep, fmt))
     return trajectories
+
+
+def _sampled_trajectories(question, correct, wrong, max_wrong, fmt, rng) -> list[dict]:
+    """``sampled`` contexts of `build_trajectories`: each correct sample after j of the other samples."""
+    wrong_set = set(wrong)
+    trajectories, seen = [], set()
+    for index, solution in enumerate(correct):
+        others = correct[:index] + correct[index + 1 :] + wrong
+        attempts = rng.sample(others, min(rng.randint(0, max_wrong), len(others)))
+        key = (solution, *attempts)
+        if key not in seen:
+            seen.add(key)
+            num_wrong = sum(a in wrong_set for a in attempts)
+            last_correct = bool(attempts) and attempts[-1] not in wrong_set
+            trajectories.append(_trajectory(question, solution, attempts, num_wrong, last_correct, fmt))
+    return trajectories
+
+
+def _trajectory(question, solution, attempts, num_wrong, last_correct, fmt) -> dict:
+    return {
+        "prompt": fmt.messages(question, attempts),
+        "completion": [{"role": "assistant", "content": solution}],
+        "num_wrong": num_wrong,
+        "last_correct": last_correct,
+        "edit_distance": Levenshtein.distance(attempts[-1], solution) if attempts else None,
+    }
 
 
 def revisions_shard(generator, task, config: RevisionsConfig, index: int, problems: list[dict]) -> dict:
@@ -145,7 +180,9 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
         without_correct += not correct
         question = task.make_prompt(problem)
         for number, trajectory in enumerate(
-            build_trajectories(question, correct, wrong, config.max_wrong_in_context, fmt, rng, config.keep_fraction)
+            build_trajectories(
+                question, correct, wrong, config.max_wrong_in_context, fmt, rng, config.keep_fraction, config.context
+            )
         ):
             rows.append({"id": f"{problem['id']}-r{number}", "level": problem.get("level"), **trajectory})
     stats = {
