@@ -47,8 +47,9 @@ CONTEXTS = ("snell", "sampled")
 class RevisionsConfig(SampledDataConfig):
     """Which problems, how many samples each, and how trajectories are laid out.
 
-    `context`: which earlier attempts a trajectory shows (`CONTEXTS`, `build_trajectories`);
-    `keep_fraction`: with ``snell``, the share of trajectories that end on a correct attempt.
+    `context`: which earlier attempts a trajectory shows (`CONTEXTS`, `build_trajectories`), at most
+    `max_wrong_in_context` of them (all wrong with ``snell``); `keep_fraction`: with ``snell``, the
+    share of trajectories that end on a correct attempt.
     """
 
     problems_per_level: int = 64
