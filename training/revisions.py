@@ -5,10 +5,12 @@
         --config recipes/toy/revisions.yaml
 
 For every training problem the policy samples `samples_per_problem` solutions, which are graded.
-Each correct sample becomes one trajectory (identical ones kept once) with j wrong attempts in context, j uniform in
-0..`max_wrong_in_context` and capped by the distinct wrong solutions at hand: the last wrong attempt
-is the one nearest to the correct solution by character edit distance, the others are drawn at
-random. Trajectories are chats in the prompt-completion layout that the revision model trains on
+Each correct sample becomes one trajectory (identical ones kept once) with j earlier attempts in
+context, j uniform in 0..`max_wrong_in_context`. With `context: snell` they are wrong ones, capped
+by the distinct wrong solutions at hand: the last is the one nearest to the correct solution by
+character edit distance, the others are drawn at random. With `context: sampled` they are the
+problem's other samples, right or wrong, as a chain of the model's own attempts shows them at
+inference. Trajectories are chats in the prompt-completion layout that the revision model trains on
 (prompt: question, attempts and instruction turns; completion: the correct solution), so the loss
 falls on the final assistant turn only. Sharded, multi-process and resumable like the label stage.
 """
