@@ -144,7 +144,8 @@ def build_report(
     difficulty: list[dict],
     bins: dict[str, Binning],
     cv: dict[str, dict[int, dict]],
-    other_rule_cv: dict,
+    other_rule: str,
+    other_rule_cv: dict[str, dict[int, dict]],
     solver_rows: list[dict],
     skipped: dict[str, str],
     parameters: dict,
@@ -153,8 +154,8 @@ def build_report(
 ) -> dict:
     """Every figure of the evaluation as one JSON-ready dict (with a markdown summary).
 
-    `cv` is per binning with the configured choice rule; `other_rule_cv` ``{rule, binning: cv}`` with
-    the other rule, reported beside. `large` (optional): ``{small, large, greedy}`` pretraining
+    `cv` is per binning with the configured choice rule; `other_rule_cv` per binning with
+    `other_rule`, reported beside. `large` (optional): ``{small, large, greedy}`` pretraining
     records and greedy rows of a larger policy for the FLOPs-matched comparison, on the oracle bins.
     """
     cap = config["max_budget"]
@@ -184,14 +185,13 @@ def build_report(
         },
         "choice_rule": config["choice_rule"],
         "compute_optimal_other_rule": {
-            "rule": other_rule_cv["rule"],
+            "rule": other_rule,
             **{
                 name: {
                     "cv_accuracy": (accuracies := {str(b): r["accuracy"] for b, r in result.items()}),
                     "efficiency": efficiency(accuracies, reference, cap),
                 }
                 for name, result in other_rule_cv.items()
-                if name != "rule"
             },
         },
         "compute_optimal_minus_weighted_bon": {

@@ -22,6 +22,7 @@ import random
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rapidfuzz.distance import Levenshtein
@@ -106,52 +107,51 @@ def build_trajectories(
     still give distinct trajectories when their drawn contexts differ; identical trajectories are
     kept once.
     """
-    if context == "sampled":
-        return _sampled_trajectories(question, correct, wrong, max_wrong, fmt, rng)
-    wrong = list(dict.fromkeys(wrong))
-    trajectories, seen = [], set()
-    for solution in correct:
-        keep = keep_fraction > 0 and rng.random() < keep_fraction
-        if keep:
-            j = min(rng.randint(0, max_wrong - 1), len(wrong))
-            attempts = rng.sample(wrong, j) + [rng.choice(correct)]
-        else:
-            j = min(rng.randint(0, max_wrong), len(wrong))
-            attempts = []
-            if j:
-                nearest = min(wrong, key=lambda w: Levenshtein.distance(w, solution))
-                attempts = rng.sample([w for w in wrong if w != nearest], j - 1) + [nearest]
-        key = (solution, *attempts)
-        if key not in seen:
-            seen.add(key)
-            trajectories.append(_trajectory(question, solution, attempts, j, keep, fmt))
-    return trajectories
-
-
-def _sampled_trajectories(question, correct, wrong, max_wrong, fmt, rng) -> list[dict]:
-    """``sampled`` contexts of `build_trajectories`: each correct sample after j of the other samples."""
+    contexts = (
+        _sampled_contexts(correct, wrong, max_wrong, rng)
+        if context == "sampled"
+        else _snell_contexts(correct, wrong, max_wrong, rng, keep_fraction)
+    )
     wrong_set = set(wrong)
     trajectories, seen = [], set()
-    for index, solution in enumerate(correct):
-        others = correct[:index] + correct[index + 1 :] + wrong
-        attempts = rng.sample(others, min(rng.randint(0, max_wrong), len(others)))
+    for solution, attempts in contexts:
         key = (solution, *attempts)
-        if key not in seen:
-            seen.add(key)
-            num_wrong = sum(a in wrong_set for a in attempts)
-            last_correct = bool(attempts) and attempts[-1] not in wrong_set
-            trajectories.append(_trajectory(question, solution, attempts, num_wrong, last_correct, fmt))
+        if key in seen:
+            continue
+        seen.add(key)
+        trajectories.append(
+            {
+                "prompt": fmt.messages(question, attempts),
+                "completion": [{"role": "assistant", "content": solution}],
+                "num_wrong": sum(a in wrong_set for a in attempts),
+                "last_correct": bool(attempts) and attempts[-1] not in wrong_set,
+                "edit_distance": Levenshtein.distance(attempts[-1], solution) if attempts else None,
+            }
+        )
     return trajectories
 
 
-def _trajectory(question, solution, attempts, num_wrong, last_correct, fmt) -> dict:
-    return {
-        "prompt": fmt.messages(question, attempts),
-        "completion": [{"role": "assistant", "content": solution}],
-        "num_wrong": num_wrong,
-        "last_correct": last_correct,
-        "edit_distance": Levenshtein.distance(attempts[-1], solution) if attempts else None,
-    }
+def _snell_contexts(correct, wrong, max_wrong, rng, keep_fraction) -> Iterator[tuple[str, list[str]]]:
+    """``snell`` contexts of `build_trajectories`: (correct sample, attempts shown before it)."""
+    wrong = list(dict.fromkeys(wrong))
+    for solution in correct:
+        if keep_fraction > 0 and rng.random() < keep_fraction:
+            j = min(rng.randint(0, max_wrong - 1), len(wrong))
+            yield solution, rng.sample(wrong, j) + [rng.choice(correct)]
+            continue
+        j = min(rng.randint(0, max_wrong), len(wrong))
+        attempts = []
+        if j:
+            nearest = min(wrong, key=lambda w: Levenshtein.distance(w, solution))
+            attempts = rng.sample([w for w in wrong if w != nearest], j - 1) + [nearest]
+        yield solution, attempts
+
+
+def _sampled_contexts(correct, wrong, max_wrong, rng) -> Iterator[tuple[str, list[str]]]:
+    """``sampled`` contexts of `build_trajectories`: each correct sample after j of the other samples."""
+    for index, solution in enumerate(correct):
+        others = correct[:index] + correct[index + 1 :] + wrong
+        yield solution, rng.sample(others, min(rng.randint(0, max_wrong), len(others)))
 
 
 def revisions_shard(generator, task, config: RevisionsConfig, index: int, problems: list[dict]) -> dict:
