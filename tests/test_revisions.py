@@ -23,6 +23,7 @@ from ponder.inference.revision import (
 from ponder.inference.strategies import Strategy, execute, load_tools, plan_runs
 from ponder.inference.tasks import get_task
 from ponder.training.revisions import RevisionsConfig, build_trajectories
+from ponder.training.toy import build_tokenizer
 
 FMT = RevisionFormat("Again: {problem}", context_window=4)
 CORRECT = "1+2=3\nAnswer: 3"
@@ -57,6 +58,28 @@ def test_fewer_wrong_attempts_than_drawn_and_duplicates():
     trajectories = build_trajectories("1+2", [CORRECT] * 50, [WRONG[0], WRONG[0]], 4, FMT, rng)
     # one distinct wrong solution: j is 0 or 1, and identical trajectories are kept once
     assert sorted(t["num_wrong"] for t in trajectories) == [0, 1]
+
+
+def test_contexts_that_do_not_fit_lose_their_oldest_attempts_as_at_inference():
+    tokenizer = build_tokenizer()
+    question, long_wrong = "0001+0002", [w * 40 for w in WRONG]  # a few hundred tokens each
+    full = FMT.prompt(tokenizer, question, long_wrong[:2])
+    budget = len(tokenizer(full, add_special_tokens=False)["input_ids"]) - 1  # room for one of two attempts
+
+    def fit(attempts):
+        return FMT.fitted_prompt(tokenizer, question, attempts, budget)[1]
+
+    rng, trimmed = random.Random(4), []
+    for _ in range(100):
+        (trajectory,) = build_trajectories(question, [CORRECT], long_wrong, 4, FMT, rng, fit=fit)
+        shown = attempts_of(trajectory)
+        prompt = tokenizer.apply_chat_template(trajectory["prompt"], tokenize=False, add_generation_prompt=True)
+        assert len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= budget
+        assert len(shown) <= 1 and trajectory["num_wrong"] == len(shown)
+        if shown:  # the kept attempt is the last one drawn: the nearest wrong one
+            assert shown[-1] == min(long_wrong, key=lambda w: Levenshtein.distance(w, CORRECT))
+        trimmed.append(trajectory["trimmed"])
+    assert max(trimmed) == 3 and min(trimmed) == 0
 
 
 def test_keep_trajectories_end_on_a_correct_attempt_after_fewer_wrong_ones():

@@ -10,9 +10,11 @@ context, j uniform in 0..`max_wrong_in_context`. With `context: snell` they are 
 by the distinct wrong solutions at hand: the last is the one nearest to the correct solution by
 character edit distance, the others are drawn at random. With `context: sampled` they are the
 problem's other samples, right or wrong, as a chain of the model's own attempts shows them at
-inference. Trajectories are chats in the prompt-completion layout that the revision model trains on
-(prompt: question, attempts and instruction turns; completion: the correct solution), so the loss
-falls on the final assistant turn only. Sharded, multi-process and resumable like the label stage.
+inference. A context that would not leave `max_new_tokens` of the model's positions for the answer
+loses its oldest attempts, as a chain's prompt does at inference. Trajectories are chats in the
+prompt-completion layout that the revision model trains on (prompt: question, attempts and
+instruction turns; completion: the correct solution), so the loss falls on the final assistant turn
+only. Sharded, multi-process and resumable like the label stage.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from rapidfuzz.distance import Levenshtein
 
 from ponder.inference.generation import make_generator
-from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, run_chains
+from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, context_limit, run_chains
 from ponder.inference.tasks import get_task
 from ponder.training.configs import parse_config
 from ponder.training.shards import (
@@ -90,6 +93,7 @@ def build_trajectories(
     rng: random.Random,
     keep_fraction: float = 0.0,
     context: str = "snell",
+    fit=None,
 ) -> list[dict]:
     """One trajectory per correct sample, duplicates dropped: ``{prompt, completion, num_wrong, last_correct,
     edit_distance}``.
@@ -103,7 +107,9 @@ def build_trajectories(
     rate the policy makes them, in random order: the contexts a chain of the model's own attempts
     shows at inference, where a Snell context is all wrong.
     `num_wrong` counts the wrong attempts shown; `edit_distance` is the last attempt's distance (None
-    without attempts). Identical correct samples (common when a problem has one natural solution)
+    without attempts). `fit(attempts)` returns how many of the last attempts fit the model's context
+    (`RevisionFormat.fitted_prompt`); older ones are left out, as at inference, and the row counts
+    them in `trimmed`. Identical correct samples (common when a problem has one natural solution)
     still give distinct trajectories when their drawn contexts differ; identical trajectories are
     kept once.
     """
@@ -114,7 +120,8 @@ def build_trajectories(
     )
     wrong_set = set(wrong)
     trajectories, seen = [], set()
-    for solution, attempts in contexts:
+    for solution, drawn in contexts:
+        attempts = drawn[len(drawn) - fit(drawn) :] if fit else drawn
         key = (solution, *attempts)
         if key in seen:
             continue
@@ -126,6 +133,7 @@ def build_trajectories(
                 "num_wrong": sum(a in wrong_set for a in attempts),
                 "last_correct": bool(attempts) and attempts[-1] not in wrong_set,
                 "edit_distance": Levenshtein.distance(attempts[-1], solution) if attempts else None,
+                "trimmed": len(drawn) - len(attempts),
             }
         )
     return trajectories
@@ -154,6 +162,11 @@ def _sampled_contexts(correct, wrong, max_wrong, rng) -> Iterator[tuple[str, lis
         yield solution, rng.sample(others, min(rng.randint(0, max_wrong), len(others)))
 
 
+def _attempts_that_fit(fmt: RevisionFormat, tokenizer, question: str, max_prompt_tokens, attempts: list[str]) -> int:
+    """How many of the last `attempts` a prompt of at most `max_prompt_tokens` tokens can show."""
+    return fmt.fitted_prompt(tokenizer, question, attempts, max_prompt_tokens)[1]
+
+
 def revisions_shard(generator, task, config: RevisionsConfig, index: int, problems: list[dict]) -> dict:
     """Sample, grade and build one shard's trajectories; deterministic given the config and shard index."""
     seed = zlib.crc32(f"revisions:{config.seed}:{index}".encode())
@@ -173,6 +186,8 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
         seed=seed,
     )
     rng = random.Random(seed)
+    limit = context_limit(generator.tokenizer)
+    max_prompt_tokens = None if limit is None else limit - config.max_new_tokens
     rows, correct_samples, without_correct = [], 0, 0
     for problem, chains in zip(problems, sampled):
         texts = [chain[0].text for chain in chains]
@@ -182,11 +197,11 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
         correct_samples += len(correct)
         without_correct += not correct
         question = task.make_prompt(problem)
-        for number, trajectory in enumerate(
-            build_trajectories(
-                question, correct, wrong, config.max_wrong_in_context, fmt, rng, config.keep_fraction, config.context
-            )
-        ):
+        fit = partial(_attempts_that_fit, fmt, generator.tokenizer, question, max_prompt_tokens)
+        trajectories = build_trajectories(
+            question, correct, wrong, config.max_wrong_in_context, fmt, rng, config.keep_fraction, config.context, fit
+        )
+        for number, trajectory in enumerate(trajectories):
             rows.append({"id": f"{problem['id']}-r{number}", "level": problem.get("level"), **trajectory})
     stats = {
         "problems": len(problems),
@@ -210,6 +225,7 @@ def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) ->
         "trajectories": len(rows),
         "num_wrong_histogram": {str(j): n for j, n in sorted(Counter(r["num_wrong"] for r in rows).items())},
         "last_correct": sum(bool(r.get("last_correct")) for r in rows),
+        "trimmed_attempts": sum(r.get("trimmed", 0) for r in rows),
         "trajectories_per_level": {str(level): n for level, n in sorted(per_level.items())},
         "mean_edit_distance": round(sum(distances) / len(distances), 2) if distances else None,
     }
