@@ -22,7 +22,7 @@ from ponder.inference.revision import (
 )
 from ponder.inference.strategies import Strategy, execute, load_tools, plan_runs
 from ponder.inference.tasks import get_task
-from ponder.training.revisions import RevisionsConfig, build_trajectories
+from ponder.training.revisions import RevisionsConfig, build_trajectories, revisions_shard
 from ponder.training.toy import build_tokenizer
 
 FMT = RevisionFormat("Again: {problem}", context_window=4)
@@ -210,6 +210,22 @@ def test_loss_falls_on_the_final_attempt_only(small_policy, tmp_path):
     assert tokenizer.decode(trained) == CORRECT + tokenizer.eos_token + "\n"
     untrained = tokenizer.decode([t for t, label in zip(example["input_ids"], example["labels"]) if label == -100])
     assert WRONG[0] in untrained and CORRECT not in untrained
+
+
+def test_the_stage_fits_every_context_to_the_policys_positions(small_policy):
+    generator = make_generator(str(small_policy), backend="hf")
+    room = 120  # prompt tokens left: the question and about one level-1 attempt
+    max_new_tokens = generator.tokenizer.model_max_length - room
+    config = RevisionsConfig(policy=str(small_policy), levels=[1], samples_per_problem=6, context="sampled",
+                             max_new_tokens=max_new_tokens)  # fmt: skip
+    task = get_task("arith")
+    shard = revisions_shard(generator, task, config, 0, task.generate(6, 1, 0, "train"))
+    rows = shard["rows"]
+    tokenizer = generator.tokenizer
+    prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in rows]
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    assert rows and max(lengths) <= room and sum(r["trimmed"] for r in rows) > 0
+    assert all(len(attempts_of(r)) <= 4 - r["trimmed"] for r in rows)
 
 
 def stage(module: str, *args: str) -> list[str]:
