@@ -116,10 +116,7 @@ def run_chains(
     """
     if chains < 1 or length < 1:
         raise ValueError(f"chains and length must be at least 1, got {chains} and {length}")
-    limit = context_limit(generator.tokenizer)
-    max_prompt_tokens = None if limit is None else limit - max_new_tokens
-    if max_prompt_tokens is not None and max_prompt_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no prompt room in the model's {limit} positions")
+    max_prompt_tokens = prompt_room(generator.tokenizer, max_new_tokens)
     questions = [task.make_prompt(row) for row in rows]
     results: list[Chains] = [[[] for _ in range(chains)] for _ in rows]
     for turn in range(length):
@@ -140,6 +137,16 @@ def run_chains(
             answer = task.extract_answer(completion.text) if completion.finish_reason == "eos" else None
             results[p][c].append(Attempt(completion.text, answer, completion.num_tokens, attempts_shown=shown))
     return results
+
+
+def prompt_room(tokenizer, max_new_tokens: int) -> int | None:
+    """Prompt tokens that leave `max_new_tokens` of the model's context for the answer; None without a limit."""
+    limit = context_limit(tokenizer)
+    if limit is None:
+        return None
+    if limit - max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no prompt room in the model's {limit} positions")
+    return limit - max_new_tokens
 
 
 def context_limit(tokenizer) -> int | None:

@@ -31,7 +31,7 @@ from functools import partial
 from rapidfuzz.distance import Levenshtein
 
 from ponder.inference.generation import make_generator
-from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, context_limit, run_chains
+from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, prompt_room, run_chains
 from ponder.inference.tasks import get_task
 from ponder.training.configs import parse_config
 from ponder.training.shards import (
@@ -186,8 +186,7 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
         seed=seed,
     )
     rng = random.Random(seed)
-    limit = context_limit(generator.tokenizer)
-    max_prompt_tokens = None if limit is None else limit - config.max_new_tokens
+    max_prompt_tokens = prompt_room(generator.tokenizer, config.max_new_tokens)
     rows, correct_samples, without_correct = [], 0, 0
     for problem, chains in zip(problems, sampled):
         texts = [chain[0].text for chain in chains]
