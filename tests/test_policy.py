@@ -1,6 +1,7 @@
 """The policy stage end to end: a real (small) training run, checkpoint, and sampled evaluation."""
 
 import json
+import random
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -48,3 +49,43 @@ def test_bad_training_ranges_are_named(tmp_path):
         main(TINY + ["--train_operands", "5", "3", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="would exceed 4 digits"):
         main(TINY + ["--train_operands", "2", "20", "--train_digits", "1", "3", "--output_dir", str(tmp_path)])
+
+
+def test_earlier_turns_train_every_answer_after_the_chat_before_it():
+    """A multi-turn training chat: each answer is tokenized after the prompt inference would feed, and
+    only answers and their EOS carry loss; chats too long for the positions lose their oldest turns."""
+    from ponder.inference.tasks.arith import ArithTask
+    from ponder.training.policy import SolutionStream
+    from ponder.training.toy import build_tokenizer
+
+    tokenizer = build_tokenizer(model_max_length=1024)
+    stream = SolutionStream(tokenizer, [2, 4], [1, 2], seed=0, batch_size=4, group=1, earlier_turns=(2, 2))
+    example = stream.example(random.Random(0))
+    text = tokenizer.decode(example["input_ids"])
+    lines = text.removeprefix(tokenizer.bos_token).split("\n")
+    questions = [line[len("<|user|>") :] for line in lines if line.startswith("<|user|>")]
+    assert len(questions) == 3
+    trained = tokenizer.decode([t for t, label in zip(example["input_ids"], example["labels"]) if label != -100])
+    eos = tokenizer.eos_token
+    assert trained == "".join(ArithTask().reference_solution({"problem": q}) + eos for q in questions)
+    last_prompt = tokenizer.apply_chat_template(_chat(questions), tokenize=False, add_generation_prompt=True)
+    assert text.startswith(last_prompt)  # the last answer follows exactly the prompt inference feeds
+
+    short = build_tokenizer(model_max_length=len(example["input_ids"]) - 1)
+    clipped = SolutionStream(short, [2, 4], [1, 2], seed=0, batch_size=4, group=1, earlier_turns=(2, 2))
+    assert tokenizer.decode(clipped.example(random.Random(0))["input_ids"]).count("<|user|>") < 3
+    single = SolutionStream(tokenizer, [2, 4], [1, 2], seed=0, batch_size=4, group=1)
+    assert tokenizer.decode(single.example(random.Random(0))["input_ids"]).count("<|user|>") == 1
+
+
+def _chat(questions: list[str]) -> list[dict]:
+    """The chat before the last answer: every earlier question with its reference answer, then the last question."""
+    from ponder.inference.tasks.arith import ArithTask
+
+    messages = []
+    for question in questions[:-1]:
+        messages += [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": ArithTask().reference_solution({"problem": question})},
+        ]
+    return messages + [{"role": "user", "content": questions[-1]}]

@@ -23,6 +23,7 @@ from ponder.inference.revision import (
 from ponder.inference.strategies import Strategy, execute, load_tools, plan_runs
 from ponder.inference.tasks import get_task
 from ponder.training.revisions import RevisionsConfig, build_trajectories, revisions_shard
+from ponder.training.sft_examples import chat_example
 from ponder.training.toy import build_tokenizer
 
 FMT = RevisionFormat("Again: {problem}", context_window=4)
@@ -189,7 +190,8 @@ def test_chains_grow_turn_by_turn_with_context(small_policy):
 
 
 def test_loss_falls_on_the_final_attempt_only(small_policy, tmp_path):
-    """TRL's tokenization of a trajectory: the completion mask covers the last assistant turn and nothing else."""
+    """A trajectory as SFTTrainer trains it: the prompt inference feeds, then the final attempt and EOS,
+    which alone carry the loss (no template newline after EOS)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
@@ -197,7 +199,7 @@ def test_loss_falls_on_the_final_attempt_only(small_policy, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(small_policy)
     (trajectory,) = build_trajectories("0001+0002", [CORRECT], WRONG[:1], 1, FMT, random.Random(0))
     assert trajectory["num_wrong"] == 1
-    row = {"prompt": trajectory["prompt"], "completion": trajectory["completion"]}
+    row = chat_example(tokenizer, trajectory["prompt"], trajectory["completion"][0]["content"])
     args = SFTConfig(output_dir=str(tmp_path), bf16=False, report_to="none", max_length=1024)
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(small_policy),
@@ -206,10 +208,12 @@ def test_loss_falls_on_the_final_attempt_only(small_policy, tmp_path):
         processing_class=tokenizer,
     )
     example = trainer.train_dataset[0]
+    assert example["input_ids"] == row["input_ids"] and example["labels"] == row["labels"]
     trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != -100]
-    assert tokenizer.decode(trained) == CORRECT + tokenizer.eos_token + "\n"
-    untrained = tokenizer.decode([t for t, label in zip(example["input_ids"], example["labels"]) if label == -100])
-    assert WRONG[0] in untrained and CORRECT not in untrained
+    assert tokenizer.decode(trained) == CORRECT + tokenizer.eos_token
+    prompt = example["input_ids"][: len(example["input_ids"]) - len(trained)]
+    assert tokenizer.decode(prompt) == FMT.prompt(tokenizer, "0001+0002", WRONG[:1])
+    assert set(example["labels"][: len(prompt)]) == {-100}
 
 
 def test_the_stage_fits_every_context_to_the_policys_positions(small_policy):
@@ -252,11 +256,13 @@ def test_revisions_and_revision_stages_end_to_end(small_policy, tmp_path):
                   "--model_name_or_path", str(small_policy), "--eval_control_policy", str(small_policy),
                   "--output_dir", str(model), "--max_steps", "4", "--per_device_train_batch_size", "8",
                   "--eval_levels", "1", "--eval_problems_per_level", "4", "--eval_turns", "3",
-                  "--eval_max_new_tokens", "64", "--use_peft", "true", "--disable_tqdm", "true"]  # fmt: skip
+                  "--eval_max_new_tokens", "64", "--use_peft", "true", "--eval_fraction", "0.25",
+                  "--disable_tqdm", "true"]  # fmt: skip
     subprocess.run(stage("revision", *train_args), check=True, capture_output=True)
     metadata = json.loads((model / "ponder.json").read_text())
     assert metadata["kind"] == "revision" and metadata["revision_format"] == stats["revision_format"]
     record = json.loads((model / "eval.json").read_text())
+    assert record["training"]["eval_trajectories"] > 0 and record["training"]["eval_loss"] is not None
     assert len(record["pass_at_1_per_turn"]["1"]) == 3 and len(record["correct_to_wrong_per_turn"]["1"]) == 2
     for control in ("revision_model_no_context", "policy_no_context"):
         assert len(record["evaluation"][control]["pass_at_1_per_turn"]["1"]) == 3

@@ -18,12 +18,20 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import IterableDataset
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
 
 from ponder.inference.tasks.arith import LEVELS, NUMBER_WIDTH, ArithTask, Level, in_test_split, sample_problem
 from ponder.training.configs import parse_config
 from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
 from ponder.training.policy_eval import evaluate_policy
+from ponder.training.sft_examples import multi_turn_example
 from ponder.training.toy import build_model, build_tokenizer
 from ponder.training.trainer_push import HubPush
 
@@ -36,13 +44,18 @@ class PolicyConfig:
 
     Training problems draw their operand count and digits uniformly from the inclusive ranges
     `train_operands` and `train_digits`, so every operand position of every length is practised;
-    `levels` are the difficulty levels evaluated. Training keys: `TrainingArguments`.
+    `levels` are the difficulty levels evaluated. `earlier_turns` ([low, high]) puts that many other
+    solved problems before each training question (`SolutionStream`). `init_from` continues training
+    a saved policy (its shape and tokenizer; the shape keys are then unused). Training keys:
+    `TrainingArguments`.
     """
 
     task: str = "arith"
     levels: list[int] = field(default_factory=lambda: sorted(LEVELS))
     train_operands: list[int] = field(default_factory=lambda: [2, 10])
     train_digits: list[int] = field(default_factory=lambda: [1, 3])
+    earlier_turns: list[int] = field(default_factory=lambda: [0, 0])
+    init_from: str | None = None
     hidden_size: int = 128
     num_layers: int = 3
     num_heads: int = 4
@@ -60,14 +73,29 @@ class PolicyConfig:
 
 
 class SolutionStream(IterableDataset):
-    """An endless stream of tokenized (prompt, reference solution) pairs, loss on the solution only.
+    """An endless stream of tokenized (prompt, reference solution) chats, loss on the solutions only.
+
+    With `earlier_turns` (an inclusive range) each chat first shows that many other solved problems,
+    every solution trained, so the policy learns to solve the latest question whatever came before:
+    a policy trained on single questions only breaks on any earlier turn (2 nats per token after one
+    earlier attempt of the same problem, on the toy 15x policy), which a revision chain always shows.
 
     Examples are drawn `group` batches at a time and sorted by length before batching, so that a
     batch holds sequences of similar length and little padding.
     """
 
-    def __init__(self, tokenizer, operands: list[int], digits: list[int], seed: int, batch_size: int, group: int):
+    def __init__(
+        self,
+        tokenizer,
+        operands: list[int],
+        digits: list[int],
+        seed: int,
+        batch_size: int,
+        group: int,
+        earlier_turns: tuple[int, int] = (0, 0),
+    ):
         self.task = ArithTask()
+        self.earlier_turns = earlier_turns
         self.tokenizer = tokenizer
         self.operands = operands
         self.digits = digits
@@ -75,18 +103,23 @@ class SolutionStream(IterableDataset):
         self.batch_size = batch_size
         self.group = max(1, group)
 
-    def example(self, rng: random.Random) -> dict:
+    def problem(self, rng: random.Random) -> str:
+        """A fresh training problem (never one of the test split)."""
         while True:
             problem = sample_problem(rng, Level(rng.randint(*self.operands), rng.randint(*self.digits)))
             if not in_test_split(problem):
-                break
-        prompt = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": problem}], tokenize=False, add_generation_prompt=True
-        )
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        solution = self.task.reference_solution({"problem": problem})
-        solution_ids = self.tokenizer(solution, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
-        return {"input_ids": prompt_ids + solution_ids, "labels": [-100] * len(prompt_ids) + solution_ids}
+                return problem
+
+    def example(self, rng: random.Random) -> dict:
+        """One chat: `earlier_turns` solved exchanges, then the last problem; the oldest go if it is too long."""
+        count = 1 + (rng.randint(*self.earlier_turns) if self.earlier_turns[1] else 0)
+        problems = [self.problem(rng) for _ in range(count)]
+        exchanges = [(p, self.task.reference_solution({"problem": p})) for p in problems]
+        while True:
+            example = multi_turn_example(self.tokenizer, exchanges)
+            if len(exchanges) == 1 or len(example["input_ids"]) <= self.tokenizer.model_max_length:
+                return example
+            exchanges = exchanges[1:]
 
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
@@ -148,23 +181,27 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
     unknown = sorted(set(config.levels) - set(LEVELS))
     if unknown:
         raise ValueError(f"levels: unknown arith level(s) {unknown}; levels are {sorted(LEVELS)}")
-    for key, low in (("train_operands", 2), ("train_digits", 1)):
+    for key, low in (("train_operands", 2), ("train_digits", 1), ("earlier_turns", 0)):
         bounds = getattr(config, key)
         if len(bounds) != 2 or not low <= bounds[0] <= bounds[1]:
             raise ValueError(f"{key}: give an inclusive range [low, high] with {low} <= low <= high, got {bounds}")
     if len(str(config.train_operands[1] * (10 ** config.train_digits[1] - 1))) > NUMBER_WIDTH:
         raise ValueError(f"train_operands/train_digits: running values would exceed {NUMBER_WIDTH} digits")
     set_seed(args.seed)
-    tokenizer = build_tokenizer(model_max_length=config.max_position_embeddings)
-    model = build_model(
-        tokenizer,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        intermediate_size=config.intermediate_size,
-        max_position_embeddings=config.max_position_embeddings,
-        seed=args.seed,
-    )
+    if config.init_from:
+        tokenizer = AutoTokenizer.from_pretrained(config.init_from)
+        model = AutoModelForCausalLM.from_pretrained(config.init_from)
+    else:
+        tokenizer = build_tokenizer(model_max_length=config.max_position_embeddings)
+        model = build_model(
+            tokenizer,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            num_heads=config.num_heads,
+            intermediate_size=config.intermediate_size,
+            max_position_embeddings=config.max_position_embeddings,
+            seed=args.seed,
+        )
     logger.info("policy: %.2f M parameters", model.num_parameters() / 1e6)
     stream = SolutionStream(
         tokenizer,
@@ -173,6 +210,7 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
         args.seed,
         args.per_device_train_batch_size,
         config.length_grouping,
+        tuple(config.earlier_turns),
     )
     stop_rule = StopRule(config.loss_target, config.max_train_minutes)
     metadata = {

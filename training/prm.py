@@ -113,11 +113,15 @@ def load_rows(path: str) -> list[dict]:
 
 def split_by_problem(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """Train and eval rows with no problem in both (rows group by `problem_id`, else by prompt)."""
-    keys = sorted({str(r.get("problem_id", r["prompt"])) for r in rows})
+
+    def problem(row: dict) -> str:
+        return str(row["problem_id"] if "problem_id" in row else row["prompt"])
+
+    keys = sorted({problem(r) for r in rows})
     random.Random(seed).shuffle(keys)
     held_out = set(keys[: round(len(keys) * eval_fraction)])
-    train = [r for r in rows if str(r.get("problem_id", r["prompt"])) not in held_out]
-    return train, [r for r in rows if str(r.get("problem_id", r["prompt"])) in held_out]
+    train = [r for r in rows if problem(r) not in held_out]
+    return train, [r for r in rows if problem(r) in held_out]
 
 
 def load_model(config: VerifierConfig, tokenizer):

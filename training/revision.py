@@ -4,9 +4,10 @@
     accelerate launch --config_file accelerate_configs/zero3.yaml -m ponder.training.revision \\
         --config recipes/toy/revision.yaml
 
-Trajectories are prompt-completion chats (the revisions stage writes them), so the loss falls on the
-final assistant turn only. Full fine-tuning or LoRA (peft, merged for release). The checkpoint's
-``ponder.json`` records the revision format (instruction turn and context window) that
+Trajectories are prompt-completion chats (the revisions stage writes them). They are tokenized here
+as inference renders them (`sft_examples.chat_example`): the prompt with the generation prompt, then
+the final attempt and EOS, which alone carry the loss. Full fine-tuning or LoRA (peft, merged for
+release). The checkpoint's ``ponder.json`` records the revision format (instruction turn and context window) that
 `ponder.inference.revision` must show the model, and ``eval.json`` holds pass@1 per turn on held-out
 problems next to no-context controls sampled at the same temperature (`revision_eval`). With
 ``--eval_only true`` the stage trains nothing: it judges the revision checkpoint at
@@ -31,6 +32,7 @@ from ponder.training.lora import LoraSettings, train_and_save, with_lora
 from ponder.training.outputs import write_json_atomic
 from ponder.training.prm import distributed_setup, load_rows, split_by_problem
 from ponder.training.revision_eval import judge_revisions
+from ponder.training.sft_examples import chat_example
 from ponder.training.trainer_push import HubPush
 
 logger = logging.getLogger(__name__)
@@ -87,12 +89,12 @@ def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
     set_seed(args.seed)
     fmt = config.revision_format()
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
-    rows = [
-        {"prompt": r["prompt"], "completion": r["completion"], "problem_id": r["prompt"][0]["content"]}
-        for r in load_rows(config.dataset)
-    ]
+    rows = []
+    for r in load_rows(config.dataset):
+        example = chat_example(tokenizer, r["prompt"], r["completion"][-1]["content"])
+        rows.append({**example, "problem_id": r["prompt"][0]["content"], "plain": len(r["prompt"]) == 1})
     train_rows, eval_rows = split_by_problem(rows, config.eval_fraction, args.seed)
-    train_rows += [r for r in train_rows if len(r["prompt"]) == 1] * (config.plain_weight - 1)
+    train_rows += [r for r in train_rows if r["plain"]] * (config.plain_weight - 1)
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
     if config.use_peft:
         model = with_lora(model, config, "CAUSAL_LM")
@@ -110,8 +112,8 @@ def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
         model=model,
         args=hub_push.trainer_args,
         callbacks=[hub_push],
-        train_dataset=Dataset.from_list(train_rows).remove_columns("problem_id"),
-        eval_dataset=Dataset.from_list(eval_rows).remove_columns("problem_id") if eval_rows else None,
+        train_dataset=Dataset.from_list(train_rows).remove_columns(["problem_id", "plain"]),
+        eval_dataset=Dataset.from_list(eval_rows).remove_columns(["problem_id", "plain"]) if eval_rows else None,
         processing_class=tokenizer,
     )
     saved = train_and_save(
