@@ -112,6 +112,7 @@ class SolutionStream(IterableDataset):
 
     def example(self, rng: random.Random) -> dict:
         """One chat: `earlier_turns` solved exchanges, then the last problem; the oldest go if it is too long."""
+        # no draw for single-question streams, so they stay the exact stream earlier policies trained on
         count = 1 + (rng.randint(*self.earlier_turns) if self.earlier_turns[1] else 0)
         problems = [self.problem(rng) for _ in range(count)]
         exchanges = [(p, self.task.reference_solution({"problem": p})) for p in problems]

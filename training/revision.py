@@ -7,8 +7,8 @@
 Trajectories are prompt-completion chats (the revisions stage writes them). They are tokenized here
 as inference renders them (`sft_examples.chat_example`): the prompt with the generation prompt, then
 the final attempt and EOS, which alone carry the loss. Full fine-tuning or LoRA (peft, merged for
-release). The checkpoint's ``ponder.json`` records the revision format (instruction turn and context window) that
-`ponder.inference.revision` must show the model, and ``eval.json`` holds pass@1 per turn on held-out
+release). The checkpoint's ``ponder.json`` records the revision format (instruction turn and context
+window) that `ponder.inference.revision` must show the model, and ``eval.json`` holds pass@1 per turn on held-out
 problems next to no-context controls sampled at the same temperature (`revision_eval`). With
 ``--eval_only true`` the stage trains nothing: it judges the revision checkpoint at
 `model_name_or_path` and writes ``eval.json`` to `output_dir`.
@@ -92,7 +92,7 @@ def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
     rows = []
     for r in load_rows(config.dataset):
         example = chat_example(tokenizer, r["prompt"], r["completion"][-1]["content"])
-        rows.append({**example, "problem_id": r["prompt"][0]["content"], "plain": len(r["prompt"]) == 1})
+        rows.append({"example": example, "problem_id": r["prompt"][0]["content"], "plain": len(r["prompt"]) == 1})
     train_rows, eval_rows = split_by_problem(rows, config.eval_fraction, args.seed)
     train_rows += [r for r in train_rows if r["plain"]] * (config.plain_weight - 1)
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
@@ -112,8 +112,8 @@ def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
         model=model,
         args=hub_push.trainer_args,
         callbacks=[hub_push],
-        train_dataset=Dataset.from_list(train_rows).remove_columns(["problem_id", "plain"]),
-        eval_dataset=Dataset.from_list(eval_rows).remove_columns(["problem_id", "plain"]) if eval_rows else None,
+        train_dataset=Dataset.from_list([r["example"] for r in train_rows]),
+        eval_dataset=Dataset.from_list([r["example"] for r in eval_rows]) if eval_rows else None,
         processing_class=tokenizer,
     )
     saved = train_and_save(
