@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from ponder.inference.generation import make_generator
+from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.tasks import get_task
 from ponder.training.label_quality import agreement, oracle_step_labels
 from ponder.training.outputs import write_json_atomic
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     task = get_task("arith")
-    generator = make_generator(args.policy, backend="hf")
+    generator = make_generator(args.policy, EngineConfig(backend="hf"))
     sampling = {"temperature": args.temperature, "rollout_temperature": args.rollout_temperature}
     labeller = RolloutLabeller(generator, task, args.k, top_p=1.0, max_new_tokens=192, **sampling)
     problems = [p for level in task.levels for p in task.generate(args.problems_per_level, level, 0, "train")]

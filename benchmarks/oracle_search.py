@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from ponder.inference.generation import make_generator
+from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.search import SearchSetup, beam_search, best_of_n, dvts
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import OracleVerifier
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     task = get_task("arith")
-    generator = make_generator(args.policy, backend="hf")
+    generator = make_generator(args.policy, EngineConfig(backend="hf"))
     setup = SearchSetup(generator, OracleVerifier(task), task, temperature=0.8)
     rows = [p for level in task.levels for p in task.generate(args.problems_per_level, level, seed=21)]
     start = time.perf_counter()

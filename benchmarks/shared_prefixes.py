@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ponder.inference.generation import make_generator
+from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.search import SearchSetup, beam_search
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import load_verifier
@@ -49,7 +49,9 @@ def main() -> None:
     task = get_task("arith")
     rows = [r for level in task.levels for r in task.generate(args.problems_per_level, level, seed=0)]
     verifier = load_verifier(args.verifier)
-    setup = SearchSetup(make_generator(args.policy, backend="hf"), verifier, task, max_step_tokens=32, seed=0)
+    setup = SearchSetup(
+        make_generator(args.policy, EngineConfig(backend="hf")), verifier, task, max_step_tokens=32, seed=0
+    )
     runs = {}
     for name, shares in (("shared_prefixes", True), ("whole_sequences", False)):
         verifier.shares_prefixes = shares

@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ponder.inference.generation import make_generator
+from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import load_verifier
 from ponder.training.outputs import write_json_atomic
@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     task = get_task("arith")
-    generator = make_generator(args.policy, backend="hf", device="cpu")
+    generator = make_generator(args.policy, EngineConfig(backend="hf"), device="cpu")
     start = time.perf_counter()
     problems = sample_problems(
         generator, task, args.levels, args.problems_per_level, args.samples, args.seed,

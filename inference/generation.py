@@ -18,6 +18,10 @@ from typing import Protocol
 
 import torch
 from transformers.cache_utils import DynamicLayer
+from transformers.generation.stopping_criteria import StopStringCriteria
+
+from ponder.inference.engine import EngineConfig, build_vllm_engine, default_device
+from ponder.inference.model_io import cache_argument, returned_cache
 
 
 @dataclass
@@ -75,7 +79,8 @@ class HFGenerator:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_sequences = max_batch_sequences
         self.stats = GenerationStats()
-        self._stop_ids_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self._eos: torch.Tensor | None = None
+        self._stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
 
     @property
     def device(self) -> torch.device:
@@ -91,7 +96,7 @@ class HFGenerator:
         encoded = self.tokenizer(distinct, add_special_tokens=False)["input_ids"] if distinct else []
         copies = Counter(prompts)
         samples = [copies[p] * params.n for p in distinct]
-        generator = torch.Generator(device="cpu")
+        generator = torch.Generator(device=self.device)
         generator.manual_seed(params.seed if params.seed is not None else torch.seed())
         by_prompt: list[list[Completion]] = [[] for _ in distinct]
         for batch in self._plan_batches(encoded, samples, params.max_new_tokens):
@@ -129,17 +134,20 @@ class HFGenerator:
             batches.append(current)
         return batches
 
-    def _stop_token_ids(self, stop: tuple[str, ...]) -> torch.Tensor:
-        """EOS plus every vocabulary token whose text contains a stop string."""
-        if stop not in self._stop_ids_cache:
+    def _eos_ids(self) -> torch.Tensor:
+        """Every token that ends a sequence: the tokenizer's EOS and the generation config's (Llama 3 has several)."""
+        if self._eos is None:
+            configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
             ids = {self.tokenizer.eos_token_id}
-            if stop:
-                for token_id in range(len(self.tokenizer)):
-                    text = self.tokenizer.decode([token_id])
-                    if any(s in text for s in stop):
-                        ids.add(token_id)
-            self._stop_ids_cache[stop] = torch.tensor(sorted(ids), device=self.device)
-        return self._stop_ids_cache[stop]
+            ids.update(configured if isinstance(configured, list) else [configured])
+            self._eos = torch.tensor(sorted(i for i in ids if i is not None), device=self.device)
+        return self._eos
+
+    def _stop_strings(self, stop: tuple[str, ...]) -> StopStringCriteria | None:
+        """transformers' matcher of stop strings that end a token sequence, across token boundaries."""
+        if stop and stop not in self._stop_criteria:
+            self._stop_criteria[stop] = StopStringCriteria(self.tokenizer, list(stop))
+        return self._stop_criteria.get(stop)
 
     @torch.no_grad()
     def _sample_batch(
@@ -159,11 +167,14 @@ class HFGenerator:
         )
         # Encode each prompt once, then give each of its samples a row that shares its KV cache.
         rows_of_prompt = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(samples)).to(device)
-        cache = preallocate(out.past_key_values, extra_positions=params.max_new_tokens)
+        cache = preallocate(returned_cache(out), extra_positions=params.max_new_tokens)
         cache.batch_select_indices(rows_of_prompt)
         logits, attention = out.logits[rows_of_prompt, -1, :], attention[rows_of_prompt]
         next_position = attention.sum(-1)
-        stop_ids = self._stop_token_ids(tuple(params.stop))
+        eos_ids, stop_strings = self._eos_ids(), self._stop_strings(tuple(params.stop))
+        # The last tokens of each live row, for the stop-string matcher; the filler is out of vocabulary.
+        recent = torch.full((logits.shape[0], stop_strings.maximum_token_len if stop_strings else 1), 2**31 - 1)
+        recent = recent.to(device)
         alive = torch.arange(logits.shape[0], device=device)  # original row of each live sequence
         tokens: list[list[int]] = [[] for _ in range(logits.shape[0])]
         reasons = ["length"] * logits.shape[0]
@@ -171,29 +182,34 @@ class HFGenerator:
             chosen = _sample(logits, params.temperature, params.top_p, generator)
             for row, token in zip(alive.tolist(), chosen.tolist()):
                 tokens[row].append(token)
-            finished = torch.isin(chosen, stop_ids)
-            for row, token in zip(alive[finished].tolist(), chosen[finished].tolist()):
-                reasons[row] = "eos" if token == self.tokenizer.eos_token_id else "stop"
+            is_eos = torch.isin(chosen, eos_ids)
+            finished = is_eos
+            if stop_strings is not None:
+                recent = torch.cat([recent[:, 1:], chosen[:, None]], dim=-1)
+                finished = finished | stop_strings(recent, None)
+            for row, eos in zip(alive[finished].tolist(), is_eos[finished].tolist()):
+                reasons[row] = "eos" if eos else "stop"
             if finished.all():
                 break
             if finished.any():
                 keep = (~finished).nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
-                alive, chosen, attention, next_position = (
+                alive, chosen, attention, next_position, recent = (
                     alive[keep],
                     chosen[keep],
                     attention[keep],
                     next_position[keep],
+                    recent[keep],
                 )
             attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
             out = self.model(
                 input_ids=chosen[:, None],
                 attention_mask=attention,
                 position_ids=next_position[:, None],
-                past_key_values=cache,
                 use_cache=True,
+                **cache_argument(self.model, cache),
             )
-            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            cache, logits = returned_cache(out), out.logits[:, -1, :]
             next_position = next_position + 1
         completions = [self._completion(t, r, params.stop) for t, r in zip(tokens, reasons)]
         self.stats.sequences += len(completions)
@@ -270,40 +286,69 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator) -
         outside = sorted_probs.cumsum(-1) - sorted_probs > top_p
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 class VLLMGenerator:
-    """vLLM behind the same interface: prompts go in as token ids (the chat template already holds
-    BOS), stop strings stay in the text like the HF backend, prefix caching shares prompt KV."""
+    """vLLM behind the same interface (see module docstring)."""
 
-    def __init__(self, model_path: str, seed: int = 0, **llm_kwargs):
-        from vllm import LLM
-
-        self.llm = LLM(model=str(model_path), enable_prefix_caching=True, seed=seed, **llm_kwargs)
+    def __init__(self, model_path: str, engine: EngineConfig | None = None, seed: int = 0, device: str | None = None):
+        self.engine = engine or EngineConfig()
+        self.llm = build_vllm_engine(model_path, self.engine, seed=seed, device=device)
         self.tokenizer = self.llm.get_tokenizer()
         self.stats = GenerationStats()
+        self._calls_seeded = 0
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        """`params.n` completions per prompt, in prompt order.
+
+        Identical prompts go to vLLM as one request of ``n × copies`` samples, whose samples differ;
+        separate requests for them would, under one seed, repeat each other. With
+        ``sampling_seeds="engine"`` requests draw from the engine's one seeded generator (vLLM's fast
+        batched sampler); with ``"request"`` each distinct prompt gets its own seed derived from
+        `params.seed`, its index and the call count: reproducible per call, sampled row by row.
+        """
         from vllm import SamplingParams as VLLMSamplingParams
 
-        sampling = VLLMSamplingParams(
-            n=params.n,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_new_tokens,
-            stop=list(params.stop) or None,
-            include_stop_str_in_output=True,
-            seed=params.seed,
-        )
-        encoded = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
-        outputs = self.llm.generate(encoded, sampling, use_tqdm=False)
-        results = [[vllm_completion(o) for o in out.outputs] for out in outputs]
+        distinct = list(dict.fromkeys(prompts))
+        copies = Counter(prompts)
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in distinct]
+        greedy = params.temperature == 0  # vLLM takes n = 1 only: one greedy completion serves every copy
+        requests, settings = [], []
+        for index, (prompt, ids) in enumerate(zip(distinct, encoded)):
+            requests.append({"prompt_token_ids": ids})
+            settings.append(
+                VLLMSamplingParams(
+                    n=1 if greedy else copies[prompt] * params.n,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    max_tokens=params.max_new_tokens,
+                    stop=list(params.stop) or None,
+                    include_stop_str_in_output=True,
+                    skip_special_tokens=False,  # the text as the HF backend decodes it
+                    seed=self._request_seed(params.seed, index),
+                )
+            )
+        self._calls_seeded += 1
+        outputs = self.llm.generate(requests, settings, use_tqdm=False)
+        by_prompt = {p: [vllm_completion(o) for o in out.outputs] for p, out in zip(distinct, outputs)}
+        if greedy:
+            by_prompt = {p: by_prompt[p] * (copies[p] * params.n) for p in distinct}
+        taken = Counter()
+        results = []
+        for p in prompts:
+            results.append(by_prompt[p][taken[p] : taken[p] + params.n])
+            taken[p] += params.n
         self.stats.calls += 1
         self.stats.sequences += sum(map(len, results))
         self.stats.generated_tokens += sum(c.num_tokens for r in results for c in r)
-        self.stats.prompt_tokens += sum(len(e["prompt_token_ids"]) for e in encoded)
+        self.stats.prompt_tokens += sum(len(ids) * copies[p] for p, ids in zip(distinct, encoded))
         return results
+
+    def _request_seed(self, seed: int | None, index: int) -> int | None:
+        if self.engine.sampling_seeds == "engine" or seed is None:
+            return None
+        return (seed * 1_000_003 + self._calls_seeded * 65_537 + index) % 2**63
 
 
 def vllm_completion(output) -> Completion:
@@ -313,21 +358,14 @@ def vllm_completion(output) -> Completion:
     return Completion(text=output.text, num_tokens=len(output.token_ids), finish_reason=reason)
 
 
-def vllm_available() -> bool:
-    """True when vLLM is installed and a CUDA GPU is visible."""
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-
-
-def make_generator(model_path: str, backend: str = "auto", device: str | None = None, **kwargs) -> Generator:
-    """A generator for a checkpoint folder: ``"vllm"``, ``"hf"``, or ``"auto"`` (vLLM when available)."""
-    if backend not in ("auto", "hf", "vllm"):
-        raise ValueError(f"unknown generation backend {backend!r}; use 'auto', 'hf' or 'vllm'")
-    if backend == "vllm" or (backend == "auto" and vllm_available()):
-        return VLLMGenerator(model_path, **kwargs)
+def make_generator(
+    model_path: str, engine: EngineConfig | None = None, device: str | None = None, seed: int = 0
+) -> Generator:
+    """A generator for a checkpoint folder, on `device` (this process's own), as `engine` says."""
+    engine = engine or EngineConfig()
+    if engine.uses_vllm():
+        return VLLMGenerator(model_path, engine, seed=seed, device=device)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return HFGenerator(model.to(device), AutoTokenizer.from_pretrained(model_path), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(model_path, **engine.hf_kwargs())
+    return HFGenerator(model.to(default_device(device)), AutoTokenizer.from_pretrained(model_path))

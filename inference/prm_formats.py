@@ -8,10 +8,9 @@ Each entry holds what a ``ponder.json`` would: the verifier kind, `StepFormat` f
 - ``qwen2.5-math-prm`` (the text layout of Qwen/Qwen2.5-Math-PRM-7B): a chat with a fixed system prompt,
   the question as the user turn and, as the assistant's turn, every step followed by ``<extra_0>`` with
   nothing between; a step's score is the class-1 probability of a two-class head at its ``<extra_0>``.
-  What loads is a checkpoint of any `AutoModelForTokenClassification` architecture with two labels
-  (e.g. ``Qwen2ForTokenClassification``). The released model is remote code
-  (``Qwen2ForProcessRewardModel``, a two-layer head under its own weight names): convert its head to that
-  layout first; loaded as it is, its head weights are missing and `load_verifier` refuses it.
+  It loads as released (``Qwen2ForProcessRewardModel``, whose head is Linear → ReLU → Linear under
+  ``score.0`` and ``score.2``: `two_layer_head` installs it on a token-classification model, so no remote
+  code runs), and so does any `AutoModelForTokenClassification` checkpoint with two labels.
 - ``rlhflow`` (RLHFlow/Llama3.1-8B-PRM-Mistral-Data and -Deepseek-Data): a causal LM over a chat in which
   each step is a user turn (the first one is the question, a space and the step) and the assistant
   answers every turn with ``+``; a step's score is P(``+``) / (P(``+``) + P(``-``)) at the last token
@@ -19,6 +18,10 @@ Each entry holds what a ``ponder.json`` would: the verifier kind, `StepFormat` f
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import torch
 
 QWEN_MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -48,3 +51,28 @@ PRM_FORMATS: dict[str, dict] = {
         "negative_token": "-",
     },
 }
+
+
+def two_layer_head(path: str | Path, hidden_size: int) -> torch.nn.Sequential | None:
+    """The checkpoint's Linear → ReLU → Linear head (``score.0``, ``score.2``), or None when it has none.
+
+    That is the head of Qwen2.5-Math-PRM's ``Qwen2ForProcessRewardModel``; transformers' token
+    classification models have a single ``score`` Linear, so the released weights need this head.
+    """
+    from safetensors import safe_open
+
+    weights = {}
+    for file in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(file, framework="pt") as f:
+            heads = [key for key in f.keys() if key.startswith("score.")]  # noqa: SIM118 (a safe_open is not iterable)
+            weights.update({key: f.get_tensor(key) for key in heads})
+    if not {"score.0.weight", "score.2.weight"} <= set(weights):
+        return None
+    inner, labels = weights["score.0.weight"].shape[0], weights["score.2.weight"].shape[0]
+    head = torch.nn.Sequential(
+        torch.nn.Linear(hidden_size, inner, bias="score.0.bias" in weights),
+        torch.nn.ReLU(),
+        torch.nn.Linear(inner, labels, bias="score.2.bias" in weights),
+    )
+    head.load_state_dict({key.removeprefix("score."): value for key, value in weights.items()})
+    return head

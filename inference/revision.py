@@ -2,7 +2,7 @@
 
 Each attempt of a chain sees the question and the chain's last `context_window` attempts as a chat
 (user: question, assistant: attempt, user: instruction, assistant: attempt, ..., user: instruction),
-the layout a revision model is fine-tuned on (DESIGN.md §3). A chain's first attempt sees the
+the layout a revision model is fine-tuned on (docs/design.md, *Data formats*). A chain's first attempt sees the
 question alone, so it is a plain sample. All chains of all problems advance one turn per batched
 generator call.
 

@@ -8,8 +8,9 @@ to float error). Sequences are grouped at caller-given boundaries (step starts):
 the longest boundary prefix that another sequence also has, and a sequence sharing with none runs
 whole.
 
-`features(logits, ids, first)` reduces a run's logits (positions `first`, `first + 1`, ... of `ids`)
-to what the caller keeps per position, so a vocabulary-sized row never outlives its batch.
+`forward(input_ids, attention_mask, position_ids, cache)` runs the model and returns per-position
+outputs (hidden states or logits); `features(outputs, ids, first)` reduces a run's outputs (positions
+`first`, `first + 1`, ... of `ids`) to what the caller keeps per position.
 """
 
 from __future__ import annotations
@@ -61,12 +62,18 @@ def charged_tokens(sequences: list[list[int]], groups: list[PrefixGroup]) -> lis
 
 @torch.no_grad()
 def shared_prefix_features(
-    model, sequences: list[list[int]], groups: list[PrefixGroup], features, pad_id: int, max_batch_tokens: int
+    model,
+    sequences: list[list[int]],
+    groups: list[PrefixGroup],
+    forward,
+    features,
+    pad_id: int,
+    max_batch_tokens: int,
 ) -> list[torch.Tensor]:
     """Per sequence, `features` over all of its positions, from one run per prefix and one per suffix."""
     results: list[torch.Tensor | None] = [None] * len(sequences)
     for chunk in _chunks(sequences, groups, max_batch_tokens):
-        _run_chunk(model, sequences, chunk, features, pad_id, results)
+        _run_chunk(model, sequences, chunk, forward, features, pad_id, results)
     return results
 
 
@@ -87,7 +94,7 @@ def _chunks(sequences, groups: list[PrefixGroup], max_batch_tokens: int) -> list
     return chunks
 
 
-def _run_chunk(model, sequences, chunk: list[PrefixGroup], features, pad_id: int, results: list) -> None:
+def _run_chunk(model, sequences, chunk: list[PrefixGroup], forward, features, pad_id: int, results: list) -> None:
     """Run the chunk's prefixes (left-padded) into one cache, then every member's own tokens on it."""
     device = next(model.parameters()).device
     width = max(g.shared for g in chunk)
@@ -101,10 +108,10 @@ def _run_chunk(model, sequences, chunk: list[PrefixGroup], features, pad_id: int
     cache = DynamicCache(config=model.config)
     prefix_features = [None] * len(chunk)
     if width:
-        logits = _forward(model, prefix_ids, prefix_mask, (prefix_mask.cumsum(-1) - 1).clamp(min=0), cache)
+        outputs = forward(prefix_ids, prefix_mask, (prefix_mask.cumsum(-1) - 1).clamp(min=0), cache)
         for row, group in enumerate(chunk):
             ids = sequences[group.members[0]]
-            prefix_features[row] = features(logits[row, width - group.shared :], ids, 0)
+            prefix_features[row] = features(outputs[row, width - group.shared :], ids, 0)
     members = [(row, index) for row, group in enumerate(chunk) for index in group.members]
     suffix_width = max(len(sequences[i]) - chunk[row].shared for row, i in members)
     suffix_ids = torch.full((len(members), suffix_width), pad_id, dtype=torch.long)
@@ -118,22 +125,8 @@ def _run_chunk(model, sequences, chunk: list[PrefixGroup], features, pad_id: int
     group_of_member = torch.tensor([row for row, _ in members])
     if width:
         cache.batch_select_indices(group_of_member.to(device))
-    logits = _forward(
-        model, suffix_ids, torch.cat([prefix_mask[group_of_member], suffix_mask], dim=-1), positions, cache
-    )
+    outputs = forward(suffix_ids, torch.cat([prefix_mask[group_of_member], suffix_mask], dim=-1), positions, cache)
     for line, (row, index) in enumerate(members):
         shared, ids = chunk[row].shared, sequences[index]
-        own = features(logits[line, : len(ids) - shared], ids, shared)
+        own = features(outputs[line, : len(ids) - shared], ids, shared)
         results[index] = own if prefix_features[row] is None else torch.cat([prefix_features[row], own])
-
-
-def _forward(model, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
-    """Float logits of one batched forward pass that extends `cache` in place."""
-    device = next(model.parameters()).device
-    return model(
-        input_ids=input_ids.to(device),
-        attention_mask=attention_mask.to(device),
-        position_ids=position_ids.to(device),
-        past_key_values=cache,
-        use_cache=True,
-    ).logits.float()

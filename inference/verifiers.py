@@ -28,7 +28,9 @@ from pathlib import Path
 
 import torch
 
-from ponder.inference.prm_formats import PRM_FORMATS
+from ponder.inference.engine import EngineConfig, build_vllm_engine, default_device
+from ponder.inference.model_io import cache_argument
+from ponder.inference.prm_formats import PRM_FORMATS, two_layer_head
 from ponder.inference.shared_prefix import charged_tokens, prefix_groups, shared_prefix_features
 from ponder.inference.step_format import StepFormat, encode_many, step_spans
 
@@ -117,7 +119,7 @@ class HFVerifier:
                 "a prm_causal_lm verifier needs step_tag (or the chat_turns layout), positive_token and negative_token"
             )
         aggregate([], aggregation)  # validates the name
-        self.model = model.eval()
+        self.model = None if model is None else model.eval()
         self.tokenizer = tokenizer
         self.kind = kind
         self.step_format = step_format
@@ -126,10 +128,10 @@ class HFVerifier:
         self.max_batch_tokens = max_batch_tokens
         self.read = read
         self.attempts_in_context = attempts_in_context  # a revision ORM's earlier attempts (revision.verifier_question)
-        self.shares_prefixes = kind != "orm" and is_causal(model)
+        self.shares_prefixes = model is not None and kind != "orm" and is_causal(model)
         self.stats = VerifierStats()
         if kind == "prm_causal_lm":
-            self.label_ids = [_single_token_id(tokenizer, t) for t in (negative_token, positive_token)]
+            self.label_ids = [label_token_id(tokenizer, t) for t in (negative_token, positive_token)]
 
     @property
     def device(self) -> torch.device:
@@ -142,28 +144,48 @@ class HFVerifier:
         (`shared_prefix`); each pair is charged its own tokens and a share of its prefix's.
         """
         encoded = encode_many(self.tokenizer, self.step_format, questions, steps, self.max_length)
-        sequences = [e.input_ids for e in encoded]
-        if self.shares_prefixes:
-            groups = prefix_groups(sequences, [e.step_starts for e in encoded])
-            features = shared_prefix_features(
-                self.model, sequences, groups, self._features, self._pad_id, self.max_batch_tokens
-            )
-            charged = charged_tokens(sequences, groups)
-        else:
-            features = [None] * len(encoded)
-            for batch in _length_batches(list(map(len, sequences)), self.max_batch_tokens):
-                for i, feature in zip(batch, self._run_whole([sequences[i] for i in batch])):
-                    features[i] = feature
-            charged = list(map(len, sequences))
+        features, charged = self._features_of([e.input_ids for e in encoded], encoded)
         results = [Scored(self._step_scores(f, e), n) for f, e, n in zip(features, encoded, charged)]
         self.stats.calls += 1
         self.stats.sequences += len(encoded)
         self.stats.tokens += sum(charged)
         return results
 
+    def _features_of(self, sequences: list[list[int]], encoded) -> tuple[list[torch.Tensor], list[int]]:
+        """Per-position features of every sequence (see `_features`) and the tokens charged to each."""
+        if self.shares_prefixes:
+            groups = prefix_groups(sequences, [e.step_starts for e in encoded])
+            features = shared_prefix_features(
+                self.model, sequences, groups, self._outputs, self._features, self._pad_id, self.max_batch_tokens
+            )
+            return features, charged_tokens(sequences, groups)
+        features = [None] * len(sequences)
+        for batch in _length_batches(list(map(len, sequences)), self.max_batch_tokens):
+            for i, feature in zip(batch, self._run_whole([sequences[i] for i in batch])):
+                features[i] = feature
+        return features, list(map(len, sequences))
+
     @property
     def _pad_id(self) -> int:
         return self.tokenizer.pad_token_id or 0  # masked out: any id does for tokenizers without one (Llama 3)
+
+    @property
+    def _reads_lm_head(self) -> bool:
+        return self.kind in ("policy_likelihood", "prm_causal_lm")
+
+    def _outputs(self, input_ids, attention_mask, position_ids=None, cache=None) -> torch.Tensor:
+        """Per-position outputs of one batched forward: the final hidden states of a causal LM (its
+        vocabulary-sized logits are formed a block of positions at a time in `_features`), else the
+        head's float logits."""
+        device = self.device
+        inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+        if position_ids is not None:
+            inputs["position_ids"] = position_ids.to(device)
+        model = self.model.get_decoder() if self._reads_lm_head else self.model
+        if cache is not None:
+            inputs.update(use_cache=True, **cache_argument(model, cache))
+        out = model(**inputs)
+        return out.last_hidden_state if self._reads_lm_head else out.logits.float()
 
     @torch.no_grad()
     def _run_whole(self, batch: list[list[int]]) -> list[torch.Tensor]:
@@ -174,25 +196,23 @@ class HFVerifier:
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention[row, : len(ids)] = 1
-        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
-        logits = logits.float()
+        outputs = self._outputs(input_ids, attention)
         if self.kind == "orm":
-            return list(logits.cpu())
-        return [self._features(logits[row, : len(ids)], ids, 0) for row, ids in enumerate(batch)]
+            return list(outputs.cpu())
+        return [self._features(outputs[row, : len(ids)], ids, 0) for row, ids in enumerate(batch)]
 
-    def _features(self, logits: torch.Tensor, ids: list[int], first: int) -> torch.Tensor:
-        """What scoring needs per position, from the logits at positions `first`, `first + 1`, ... of `ids`:
+    def _features(self, outputs: torch.Tensor, ids: list[int], first: int) -> torch.Tensor:
+        """What scoring needs per position, from the outputs at positions `first`, `first + 1`, ... of `ids`:
         the log-probability of the next token (policy likelihood, 0 at the last position), the
         label tokens' logits (causal-LM PRM), or the head's logits (token classification)."""
-        if self.kind == "policy_likelihood":  # reduced where the logits are: a vocabulary row never moves
-            following = torch.tensor(ids[first + 1 : first + 1 + len(logits)], dtype=torch.long, device=logits.device)
-            logprobs = logits.new_zeros(len(logits))
-            chosen = torch.log_softmax(logits[: len(following)], -1).gather(-1, following[:, None])
-            logprobs[: len(following)] = chosen[:, 0]
+        if self.kind == "policy_likelihood":
+            following = torch.tensor(ids[first + 1 : first + 1 + len(outputs)], dtype=torch.long, device=outputs.device)
+            logprobs = torch.zeros(len(outputs), device=outputs.device)
+            logprobs[: len(following)] = next_token_logprobs(self.model, outputs[: len(following)], following)
             return logprobs[:, None].cpu()
         if self.kind == "prm_causal_lm":
-            return logits[:, self.label_ids].cpu()
-        return logits.cpu()
+            return lm_head_logits(self.model, outputs, rows=self.label_ids).cpu()
+        return outputs.cpu()
 
     def _step_scores(self, features: torch.Tensor, encoded) -> list[float]:
         """Per-step scores of one pair from its per-position features (see `_features`)."""
@@ -210,6 +230,30 @@ class HFVerifier:
             probabilities = positive_probability(features)
             return running_min([probabilities[span.start : span.stop].min().item() for span in step_spans(encoded)])
         return positive_probability(features[encoded.step_positions]).tolist()
+
+
+class VLLMVerifier(HFVerifier):
+    """A token-classification PRM scored by vLLM's pooling runner: one engine on this process's GPUs.
+
+    `llm.encode(..., pooling_task="token_classify")` returns the head's logits at every token (no
+    activation), read exactly as `HFVerifier` reads transformers' logits.
+    """
+
+    def __init__(self, path: str, engine: EngineConfig, step_format: StepFormat, device: str | None = None, **settings):
+        self.llm = build_vllm_engine(path, engine, device=device, runner="pooling")
+        super().__init__(None, self.llm.get_tokenizer(), "prm_token_classification", step_format, **settings)
+
+    def _features_of(self, sequences: list[list[int]], encoded) -> tuple[list[torch.Tensor], list[int]]:
+        from vllm import PoolingParams
+
+        outputs = self.llm.encode(
+            [{"prompt_token_ids": ids} for ids in sequences],
+            PoolingParams(use_activation=False),
+            pooling_task="token_classify",
+            use_tqdm=False,
+        )
+        features = [torch.as_tensor(out.outputs.data).float().reshape(len(i), -1) for out, i in zip(outputs, sequences)]
+        return features, list(map(len, sequences))
 
 
 def positive_probability(logits: torch.Tensor) -> torch.Tensor:
@@ -232,11 +276,50 @@ def running_min(values: list[float]) -> list[float]:
     return list(itertools.accumulate(values, min))
 
 
-def _single_token_id(tokenizer, text: str) -> int:
+def label_token_id(tokenizer, text: str) -> int:
+    """The one token that `text` encodes to, as a causal-LM PRM's label: the same id in training and scoring.
+
+    Encoding the text (not looking the string up as a vocabulary entry) gives the token the model
+    emits for it, e.g. SentencePiece's ``▁+`` for ``"+"``.
+    """
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
         raise ValueError(f"label token {text!r} is {len(ids)} tokens, not one")
     return ids[0]
+
+
+SCORING_KEYS = ("aggregation", "positive_token", "negative_token", "max_length", "read", "attempts_in_context")
+POSITIONS_PER_BLOCK = 2**24  # vocabulary logits formed at once: positions × vocabulary ≤ this (64 MiB of float32)
+
+
+def lm_head_logits(model, hidden: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
+    """Float logits of a causal LM's head for hidden states ``[..., H]``, over the vocabulary or only `rows`.
+
+    Applies the head's bias, Cohere's ``logit_scale`` and Gemma's final soft-capping, as the model's forward does.
+    """
+    head = model.get_output_embeddings()
+    weight = head.weight if rows is None else head.weight[rows]
+    bias = None if head.bias is None else (head.bias if rows is None else head.bias[rows])
+    logits = torch.nn.functional.linear(hidden.to(weight.dtype), weight, bias).float()
+    scale = getattr(model.config, "logit_scale", None)
+    if scale is not None:
+        logits = logits * scale
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def next_token_logprobs(model, hidden: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+    """log P(following[t] | ...) from the hidden states ``[T, H]``, a block of positions at a time, so
+    that no more than `POSITIONS_PER_BLOCK` vocabulary logits exist at once."""
+    block = max(1, POSITIONS_PER_BLOCK // model.get_output_embeddings().weight.shape[0])
+    pieces = []
+    for start in range(0, len(hidden), block):
+        logits = lm_head_logits(model, hidden[start : start + block])
+        chosen = logits.gather(-1, following[start : start + block, None])[:, 0]
+        pieces.append(chosen - torch.logsumexp(logits, -1))
+    return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float)
 
 
 def _length_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
@@ -253,8 +336,17 @@ def _length_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]
     return batches
 
 
-def load_verifier(path: str | Path, device: str | None = None, format: str | None = None, **overrides) -> HFVerifier:
-    """Load a verifier checkpoint; its ``ponder.json`` says how it scores.
+def load_verifier(
+    path: str | Path,
+    device: str | None = None,
+    format: str | None = None,
+    engine: EngineConfig | None = None,
+    **overrides,
+) -> HFVerifier:
+    """Load a verifier checkpoint on `device`; its ``ponder.json`` says how it scores.
+
+    With a vLLM `engine`, token-classification PRMs score through vLLM's pooling runner
+    (`VLLMVerifier`); the other kinds load with transformers on `device`.
 
     A checkpoint without one (a third-party PRM) loads by naming its layout, ``format=`` one of
     `PRM_FORMATS` (e.g. ``"math-shepherd"``), whose fields replace ``ponder.json``'s; `overrides` replace
@@ -280,6 +372,11 @@ def load_verifier(path: str | Path, device: str | None = None, format: str | Non
             f"{metadata_path}: no 'kind'; pass format= one of {sorted(PRM_FORMATS)} or kind= one of {VERIFIER_KINDS}"
         )
     kind = metadata["kind"]
+    engine = engine or EngineConfig()
+    step_format = StepFormat(**{f.name: metadata[f.name] for f in fields(StepFormat) if f.name in metadata})
+    settings = {key: metadata[key] for key in SCORING_KEYS if key in metadata}
+    if engine.uses_vllm() and kind == "prm_token_classification":
+        return VLLMVerifier(str(path), engine, step_format, device=device, **settings)
     loaders = {
         "prm_token_classification": AutoModelForTokenClassification,
         "prm_causal_lm": AutoModelForCausalLM,
@@ -288,23 +385,13 @@ def load_verifier(path: str | Path, device: str | None = None, format: str | Non
     }
     if kind not in loaders:
         raise ValueError(f"{metadata_path}: unknown kind {kind!r}; use one of {VERIFIER_KINDS}")
-    model, loading = loaders[kind].from_pretrained(path, output_loading_info=True)
-    if loading["missing_keys"]:
-        missing = sorted(loading["missing_keys"])
+    model, loading = loaders[kind].from_pretrained(path, output_loading_info=True, **engine.hf_kwargs())
+    missing = sorted(loading["missing_keys"])
+    head = two_layer_head(path, model.config.hidden_size) if kind == "prm_token_classification" else None
+    if head is not None and set(missing) <= {"score.weight", "score.bias"}:
+        model.score, missing = head.to(model.dtype), []
+    if missing:
         raise ValueError(f"{path}: no weights for {missing[:4]}{' ...' if len(missing) > 4 else ''} of a {kind} model")
-    if device is not None:
-        model = model.to(device)
+    model = model.to(default_device(device))
     tokenizer = AutoTokenizer.from_pretrained(path)
-    step_format = StepFormat(**{f.name: metadata[f.name] for f in fields(StepFormat) if f.name in metadata})
-    return HFVerifier(
-        model,
-        tokenizer,
-        kind,
-        step_format,
-        aggregation=metadata.get("aggregation", "last"),
-        positive_token=metadata.get("positive_token"),
-        negative_token=metadata.get("negative_token"),
-        max_length=metadata.get("max_length"),
-        read=metadata.get("read", "step_end"),
-        attempts_in_context=metadata.get("attempts_in_context", 0),
-    )
+    return HFVerifier(model, tokenizer, kind, step_format, **settings)

@@ -12,7 +12,7 @@ from ponder.inference.compute_optimal import (
     outcomes_of,
 )
 from ponder.inference.difficulty import Binning, absolute_binning, predicted_score, quantile_binning
-from ponder.inference.generation import make_generator
+from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.search import SearchSetup
 from ponder.inference.strategies import Strategy, Tools, plan_runs, power_of_two_budgets
 from ponder.inference.tasks import get_task
@@ -141,7 +141,7 @@ def test_fitted_policy_round_trips_and_falls_back_to_smaller_budgets(tmp_path):
 
 
 def test_solver_charges_the_probe_and_dispatches_per_bin(small_policy):
-    generator = make_generator(str(small_policy), backend="hf")
+    generator = make_generator(str(small_policy), EngineConfig(backend="hf"))
     tools = Tools(SearchSetup(generator, OracleVerifier(task), task, max_step_tokens=24, max_solution_tokens=64))
     binning = Binning("predicted", ("1", "2"), (0.5,), {})
     choices = {budget: {"1": {"strategy": "bon_weighted"}, "2": {"strategy": "beam_m2"}} for budget in (1, 2, 4, 8)}

@@ -139,6 +139,41 @@ def test_qwen_math_prm_scores_are_class_one_at_each_extra_0(tmp_path):
     assert [r.step_scores for r in again] == [r.step_scores for r in scored]
 
 
+def test_qwen_math_prm_loads_as_released_with_its_two_layer_head(tmp_path):
+    """Qwen2ForProcessRewardModel's head is Linear -> ReLU -> Linear under score.0 / score.2 (no remote code)."""
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
+    tokenizer = byte_level_tokenizer(special, CHATML_TEMPLATE, pad_token="<|endoftext|>", eos_token="<|im_end|>")
+    torch.manual_seed(2)
+    config = tiny(Qwen2Config, tokenizer, num_labels=2, pad_token_id=tokenizer.pad_token_id)
+    config.architectures = ["Qwen2ForProcessRewardModel"]
+    model = Qwen2ForTokenClassification(config).eval()
+    model.score = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    tokenizer = save(model, tokenizer, tmp_path)
+    scored = load_verifier(tmp_path, format="qwen2.5-math-prm").score(QUESTIONS, STEPS)
+
+    separator = tokenizer.convert_tokens_to_ids("<extra_0>")
+    for question, steps, result in zip(QUESTIONS, STEPS, scored):
+        messages = [
+            {"role": "system", "content": QWEN_MATH_SYSTEM_PROMPT},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "<extra_0>".join(steps) + "<extra_0>"},
+        ]
+        input_ids = tokenizer.encode(tokenizer.apply_chat_template(messages, tokenize=False))
+        expected = torch.softmax(forward(model, input_ids), -1)[:, 1][torch.tensor(input_ids) == separator]
+        assert len(expected) == len(steps)
+        torch.testing.assert_close(torch.tensor(result.step_scores), expected, atol=1e-6, rtol=0)
+
+
+def test_causal_lm_label_tokens_are_the_tokens_their_text_encodes_to():
+    """Under SentencePiece, "+" as text is the piece "▁+", not the vocabulary entry "+"; training and scoring agree."""
+    from ponder.inference.verifiers import label_token_id
+
+    tokenizer = mistral_like_tokenizer()
+    plus = label_token_id(tokenizer, "+")
+    assert tokenizer.convert_ids_to_tokens(plus) == "▁+"
+    assert plus != tokenizer.convert_tokens_to_ids("+")
+
+
 def test_rlhflow_scores_are_p_plus_before_each_assistant_reply(tmp_path):
     special = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     tokenizer = byte_level_tokenizer(special, LLAMA3_TEMPLATE, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ponder.inference.generation import make_generator
+from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.search import SearchSetup, beam_search, best_of_n, dvts, lookahead_search, select_answer
 from ponder.inference.search.common import Searched
 from ponder.inference.tasks import get_task
@@ -39,7 +39,7 @@ class AnswerVerifier:
 
 @pytest.fixture(scope="module")
 def generator(small_policy):
-    return make_generator(str(small_policy), backend="hf")
+    return make_generator(str(small_policy), EngineConfig(backend="hf"))
 
 
 def setup_for(generator, verifier=None, **kwargs):

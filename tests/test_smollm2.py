@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ponder.inference.generation import make_generator
+from ponder.inference.generation import SamplingParams, chat_prompt, make_generator
 from ponder.inference.gguf import gguf_to_checkpoint
 from ponder.inference.revision import RevisionFormat, run_chains, score_attempts, select_from_chains
 from ponder.inference.search import SearchSetup, beam_search
@@ -77,3 +77,17 @@ def test_smollm2_labels_trains_a_lora_prm_and_searches_with_it(smollm2, tmp_path
     assert all(a.num_tokens > 0 and a.verifier_tokens > 0 for c in chains for chain in c for a in chain)
     for per_problem in chains:
         select_from_chains(per_problem, "hierarchical")  # an answer or None (no chain finished); never an error
+
+
+def test_smollm2_steps_stop_at_a_blank_line_split_across_tokens(smollm2):
+    """SmolLM2's BPE often emits "\\n\\n" as "\\n", "\\n" (or inside a longer token): every step still ends there."""
+    task = get_task("gsm8k")
+    problems = load_problems(task, str(GSM8K), limit=6)
+    generator = make_generator(str(smollm2))
+    prompts = [chat_prompt(generator.tokenizer, task.make_prompt(p)) for p in problems]
+    params = SamplingParams(n=4, temperature=0.8, max_new_tokens=64, stop=("\n\n",), seed=0)
+    completions = [c for per_prompt in generator.generate(prompts, params) for c in per_prompt]
+    stopped = [c for c in completions if c.finish_reason == "stop"]
+    assert len(completions) == 24 and len(stopped) >= 12
+    assert all(c.text.endswith("\n\n") and "\n\n" not in c.text[:-2] for c in stopped)
+    assert all("\n\n" not in c.text for c in completions if c.finish_reason != "stop")

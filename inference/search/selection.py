@@ -1,7 +1,8 @@
 """Choosing one answer from scored candidates: naive, majority and weighted best-of-N.
 
 Only candidates with a final answer take part: an unfinished candidate is scored at a mid-solution
-step, where a PRM's score is high, and would otherwise win (a measured failure, DESIGN.md §4).
+step, where a PRM's score is high, and would otherwise win (a measured failure; docs/design.md,
+*Choosing answers and counting compute*).
 """
 
 from __future__ import annotations
