@@ -23,6 +23,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+from ponder.inference.engine import EngineConfig
 from ponder.inference.generation import make_generator
 from ponder.inference.revision import (
     RevisionFormat,
@@ -183,6 +184,8 @@ def load_tools(
     revision: str | None = None,
     revision_verifier: str | None = None,
     device: str | None = None,
+    engine: EngineConfig | None = None,
+    engine_seed: int = 0,
     aggregation: str | None = None,
     **search_settings,
 ) -> Tools:
@@ -190,22 +193,26 @@ def load_tools(
 
     `prm_kind` overrides the PRM's kind (``policy_likelihood`` with the policy folder is the untrained
     baseline); `aggregation` defaults to the PRM's own; `search_settings` fill `SearchSetup`;
-    `revision_verifier` (used with `revision`) is a revision ORM checkpoint.
+    `revision_verifier` (used with `revision`) is a revision ORM checkpoint. Every model loads on
+    `device` as `engine` says, generators seeded with `engine_seed`.
     """
+
+    def verifier_at(path: str, **overrides):
+        return load_verifier(path, device=device, engine=engine, **overrides)
+
+    def generator_at(path: str):
+        return make_generator(path, engine, device=device, seed=engine_seed)
+
     overrides = {"kind": prm_kind} if prm_kind else {}
-    verifier = OracleVerifier(task) if prm == "oracle" else load_verifier(prm, device=device, **overrides)
+    verifier = OracleVerifier(task) if prm == "oracle" else verifier_at(prm, **overrides)
     setup = SearchSetup(
-        make_generator(policy, device=device),
-        verifier,
-        task,
-        aggregation=aggregation or verifier.aggregation,
-        **search_settings,
+        generator_at(policy), verifier, task, aggregation=aggregation or verifier.aggregation, **search_settings
     )
-    tools = Tools(setup, orm=load_verifier(orm, device=device) if orm else None)
+    tools = Tools(setup, orm=verifier_at(orm) if orm else None)
     if revision:
         tools.revision_format = load_revision_format(revision)
-        tools.revision_generator = make_generator(revision, device=device)
-        tools.revision_verifier = load_verifier(revision_verifier, device=device) if revision_verifier else None
+        tools.revision_generator = generator_at(revision)
+        tools.revision_verifier = verifier_at(revision_verifier) if revision_verifier else None
     return tools
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small arith policy trained here once per test session (about a minute)."""
+"""Shared fixtures: a small arith policy trained here once per test run (about a minute)."""
 
 import pytest
 

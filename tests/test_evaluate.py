@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 from datasets import load_from_disk
@@ -77,7 +80,8 @@ def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_c
 
     # FLOPs-matched against itself as the "large" policy: equal FLOPs leave exactly one generation per query
     matched = report["flops_matched"]
-    greedy = [json.loads(line) for line in next((out / "runs").glob("large_policy_greedy_*.jsonl")).open()]
+    greedy = [row for shard in sorted((out / "runs").glob("large_policy_greedy_*/shard-*.json"))
+              for row in json.loads(shard.read_text())["rows"]]  # fmt: skip
     assert len(greedy) == 8 and matched["large_greedy"]["all"] == pytest.approx(sum(r["correct"] for r in greedy) / 8)
     for result in matched["by_ratio"]:
         assert result["matched_generations"] == 1.0 and result["budget"] == 1 and not result["capped"]
@@ -120,3 +124,75 @@ def test_seq_par_table_groups_revision_rows_by_budget_strategy_and_level():
     markdown = seq_par_markdown(table)
     assert "| 1:64 (hierarchical) |" in markdown and "| 4:16 (majority) |" in markdown
     assert "not run" in seq_par_markdown({})
+
+
+def test_split_jobs_merge_into_the_report_of_one_run_and_resume_inside_a_strategy_run(
+    small_policy, revision_checkpoint, tmp_path, monkeypatch
+):
+    args = TINY + ["--policy", str(small_policy), "--revision", str(revision_checkpoint), "--problems_per_level", "6",
+                   "--shard_size", "2", "--strategies", "bon_weighted", "beam_m2", "revision_l2"]  # fmt: skip
+    single = evaluate_stage.main(args + ["--output_dir", str(tmp_path / "single")])
+    split = tmp_path / "split"
+    for index in (1, 0):  # 6 problems in shards of 2: job 0 of 2 takes shards 0 and 2, job 1 shard 1
+        job = args + ["--output_dir", str(split), "--shard_index", str(index), "--num_shards", "2"]
+        assert evaluate_stage.main(job) is None
+    assert not (split / "report.json").exists() and not list((split / "runs").glob("solver_check_*"))
+    merged = evaluate_stage.main(args + ["--output_dir", str(split)])
+    for key in ("accuracy", "compute", "compute_optimal", "solver_check"):
+        assert merged[key] == single[key]
+    assert (split / "rows.jsonl").read_text() == (tmp_path / "single" / "rows.jsonl").read_text()
+
+    # a run killed inside a strategy run computes only that run's missing shard again
+    (split / "runs" / "beam_n4_w2" / "shard-00001.json").unlink()
+    executed = []
+    execute = evaluate_stage.execute
+
+    def counted(run, problems, tools):
+        executed.append((run.key, [p["id"] for p in problems]))
+        return execute(run, problems, tools)
+
+    monkeypatch.setattr(evaluate_stage, "execute", counted)
+    resumed = evaluate_stage.main(args + ["--output_dir", str(split)])
+    problems = get_task("arith").generate(6, level=1, seed=0)
+    assert executed == [("beam_n4_w2", [p["id"] for p in problems[2:4]])]
+    assert resumed["accuracy"] == single["accuracy"]
+
+
+def test_the_models_of_an_evaluation_share_the_gpu_and_load_on_its_device(monkeypatch):
+    from ponder.inference import strategies
+    from ponder.inference.engine import EngineConfig
+
+    config = evaluate_stage.EvaluateConfig(
+        policy="policy", prm="prm", orm="orm", revision="revision", revision_verifier="rv", task="arith"
+    )
+    engine = config.shared_engine(EngineConfig(gpu_memory_utilization=0.9))
+    assert engine.gpu_memory_utilization == pytest.approx(0.9 / 5)  # five models on one GPU
+    alone = evaluate_stage.EvaluateConfig(policy="policy", prm="oracle", task="arith")
+    assert alone.shared_engine(EngineConfig(gpu_memory_utilization=0.9)).gpu_memory_utilization == 0.9
+    loaded = []
+
+    def generator(path, engine=None, device=None, seed=0):
+        loaded.append((path, engine, device))
+        return SimpleNamespace(tokenizer=None)
+
+    def verifier(path, device=None, engine=None, **overrides):
+        loaded.append((path, engine, device))
+        return SimpleNamespace(aggregation="last")
+
+    monkeypatch.setattr(strategies, "make_generator", generator)
+    monkeypatch.setattr(strategies, "load_verifier", verifier)
+    monkeypatch.setattr(strategies, "load_revision_format", lambda path: RevisionFormat())
+    strategies.load_tools(get_task("arith"), **config.checkpoints(), device="cuda:1", engine=engine, engine_seed=3)
+    assert sorted(path for path, _, _ in loaded) == ["orm", "policy", "prm", "revision", "rv"]
+    assert all(used is engine and device == "cuda:1" for _, used, device in loaded)
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_report_of_one(small_policy, tmp_path):
+    args = TINY + ["--policy", str(small_policy), "--shard_size", "3", "--strategies", "bon_weighted", "beam_m2"]
+    single = evaluate_stage.main(args + ["--output_dir", str(tmp_path / "single")])
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml"]
+    two = tmp_path / "two"
+    subprocess.run([*launch, "-m", "ponder.training.evaluate", *args, "--output_dir", str(two)], check=True)
+    assert json.loads((two / "report.json").read_text())["accuracy"] == single["accuracy"]
+    assert (two / "rows.jsonl").read_text() == (tmp_path / "single" / "rows.jsonl").read_text()

@@ -238,7 +238,7 @@ def build_checkpoint(folder: Path, kind: str = "prm_token_classification") -> Pa
     metadata = {"kind": kind, **VERIFIER_METADATA}
     if kind == "revision":
         metadata["revision_format"] = RevisionFormat().to_dict()
-    config = VerifierConfig(model_name_or_path="org/base-model", dataset="org/labels")
+    config = VerifierConfig(model_name_or_path="org/base-model", dataset="org/labels", task="arith")
     args = TrainingArguments(output_dir=str(folder), hub_token=TOKEN, max_steps=12, report_to="none")
     write_checkpoint_metadata(folder, metadata, config, args)
     write_json_atomic(folder / "eval_results.json", EVAL_RESULTS)

@@ -7,15 +7,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from datasets import load_from_disk
 
-from ponder.inference.generation import make_generator
+from ponder.inference.generation import Completion, EngineConfig, make_generator
 from ponder.inference.tasks import get_task
 from ponder.training.label_quality import agreement
 from ponder.training.labels import LabelConfig
 from ponder.training.rollout_labels import RolloutLabeller, Sample, stepwise_row, success_stages
+from ponder.training.verifier_data import check_row
 
 task = get_task("arith")
 PROBLEMS = task.generate(6, level=1, seed=3, split="train")
@@ -31,7 +33,7 @@ def stage_args(policy, output_dir, *extra):
 
 @pytest.fixture(scope="module")
 def labeller(small_policy):
-    generator = make_generator(str(small_policy), backend="hf")
+    generator = make_generator(str(small_policy), EngineConfig(backend="hf"))
     return RolloutLabeller(generator, task, rollouts=4, temperature=0.8, top_p=1.0, max_new_tokens=64)
 
 
@@ -82,7 +84,7 @@ def test_rollouts_sample_at_their_own_temperature(labeller):
     assert len({tuple(s.steps) for s in samples}) > len(PROBLEMS)  # solutions still sampled at 0.8
     greedy.per_step(samples, seed=2)
     assert {v for s in samples for v in s.values} <= {0.0, 1.0}  # greedy rollouts all agree
-    assert LabelConfig(policy="p", temperature=0.6).rollout_temperature == 0.6
+    assert LabelConfig(policy="p", task="arith", temperature=0.6).rollout_temperature == 0.6
 
 
 def test_a_successful_rollout_vouches_for_the_steps_it_writes_verbatim(labeller):
@@ -118,9 +120,9 @@ def test_agreement_with_the_oracle_on_constructed_rows():
 
 def test_bad_config_is_named():
     with pytest.raises(ValueError, match="mode: use one of"):
-        LabelConfig(mode="exhaustive")
+        LabelConfig(policy="p", task="arith", mode="exhaustive")
     with pytest.raises(ValueError, match="after_first_zero"):
-        LabelConfig(after_first_zero="truncate")
+        LabelConfig(policy="p", task="arith", after_first_zero="truncate")
 
 
 def _rows(output_dir):
@@ -165,4 +167,52 @@ def test_push_to_hub_sends_the_merged_dataset_with_its_stats(small_policy, tmp_p
     stats = labels.main(args[2:])  # in this process: the Hub is the only thing mocked
     assert pushed == [("me/arith-labels", stats["rows"])] and stats["rows"] > 0
     with pytest.raises(ValueError, match="push_to_hub: set hub_dataset_id"):
-        LabelConfig(push_to_hub=True)
+        LabelConfig(policy="p", task="arith", push_to_hub=True)
+
+
+def test_jobs_of_a_split_run_compute_their_shards_and_a_run_without_a_split_merges(small_policy, tmp_path, monkeypatch):
+    from ponder.training import labels
+
+    single = labels.main(stage_args(small_policy, tmp_path / "single", "--backend", "hf", "--dtype", "float32")[2:])
+    assert single["config"]["backend"] == "hf" and single["config"]["dtype"] == "float32"  # the engine is recorded
+    split = tmp_path / "split"
+    for index in (1, 0):  # job 1 of 2 takes shards 1, 3, 5 of the six
+        job = stage_args(small_policy, split, "--shard_index", str(index), "--num_shards", "2")[2:]
+        assert labels.main(job) is None
+        assert not (split / "stats.json").exists()
+        if index == 1:
+            assert sorted(p.name for p in (split / "shards").glob("*.json")) == [
+                f"shard-{i:05d}.json" for i in (1, 3, 5)
+            ]
+
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("a merge with every shard done loads no model")
+
+    monkeypatch.setattr(labels, "make_generator", no_model)
+    assert labels.main(stage_args(small_policy, split)[2:])["rows"] == single["rows"]
+    assert _rows(split) == _rows(tmp_path / "single")
+
+
+class Scripted:
+    """A generator that answers every prompt with one text, blank lines and all."""
+
+    tokenizer = SimpleNamespace(apply_chat_template=lambda messages, **_: messages[0]["content"] + "\n")
+
+    def __init__(self, text):
+        self.text = text
+
+    def generate(self, prompts, params):
+        return [[Completion(self.text, 8, "eos") for _ in range(params.n)] for _ in prompts]
+
+
+def test_labels_of_solutions_with_blank_lines_have_no_empty_steps():
+    math = get_task("math")
+    text = "We add.\n\n\n\n1 + 1 = 2.\n\n \n\nSo the answer is $\\boxed{2}$."
+    labeller = RolloutLabeller(Scripted(text), math, rollouts=2, temperature=0.8, top_p=1.0, max_new_tokens=64)
+    (samples,) = labeller.sample([{"id": "p", "problem": "What is 1 + 1?", "answer": "2"}], n=2, seed=0)
+    labeller.per_step(samples, seed=1)
+    for index, sample in enumerate(samples):
+        row = stepwise_row(sample, "keep")
+        check_row(row, index)  # the PRM stage's check: no empty step
+        assert row["completions"] == ["We add.", "1 + 1 = 2.", "So the answer is $\\boxed{2}$."]
+        assert not any(math.step_delimiter in step for step in row["completions"])

@@ -42,6 +42,9 @@ def test_policy_trains_saves_and_evaluates(tmp_path):
     assert tokenizer.apply_chat_template(
         [{"role": "user", "content": "1+2+3"}], tokenize=False, add_generation_prompt=True
     )
+    judged = main(TINY + ["--eval_only", "true", "--init_from", str(tmp_path), "--output_dir", str(tmp_path / "j")])
+    assert judged["pass_at_1"] == saved["pass_at_1"] and "training" not in judged  # the saved policy, judged again
+    assert json.loads((tmp_path / "j" / "eval.json").read_text()) == judged
 
 
 def test_bad_training_ranges_are_named(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -112,7 +113,7 @@ def test_lora_adapter_is_saved_and_the_merged_model_scores_alike(small_policy, d
                        "--oracle_eval_policy", ""))  # fmt: skip
     assert (tmp_path / ADAPTER_DIR / "adapter_config.json").exists()
     merged = load_verifier(tmp_path)
-    config = VerifierConfig(model_name_or_path=str(small_policy))
+    config = VerifierConfig(dataset=str(dataset), model_name_or_path=str(small_policy), task="arith")
     from ponder.training.prm import load_model
 
     base = load_model(config, merged.tokenizer)
@@ -133,10 +134,13 @@ def test_orm_labels_the_answer(small_policy, dataset, tmp_path):
     assert verifier.kind == "orm" and [len(s.step_scores) for s in verifier.score(QUESTIONS, STEPS)] == [1, 1]
 
 
-def test_zero3_on_two_processes_trains_like_one_process(small_policy, dataset, tmp_path):
-    common = ["--head", "token_classification", "--oracle_eval_policy", "", "--eval_fraction", "0", "--seed", "7"]
+def test_zero3_lora_run_on_two_processes_trains_like_one_process_and_is_judged(small_policy, dataset, tmp_path):
+    """ZeRO-3 with LoRA: the held-out rows and the oracle are judged and the merged model saved, as on one process."""
+    common = ["--config", "recipes/toy-tiny/prm.yaml", "--max_steps", "12", "--use_peft", "true", "--lora_r", "4",
+              "--eval_fraction", "0.1", "--seed", "7"]  # fmt: skip
     single = tmp_path / "single"
-    args = prm_args(small_policy, dataset, single, *common, "--per_device_train_batch_size", "8")
+    args = prm_args(small_policy, dataset, single, *common, "--per_device_train_batch_size", "8",
+                    "--oracle_eval_policy", "")  # fmt: skip
     subprocess.run([sys.executable, "-m", "ponder.training.prm", *args], check=True, capture_output=True)
     zero3 = tmp_path / "zero3"
     launch = [
@@ -150,11 +154,64 @@ def test_zero3_on_two_processes_trains_like_one_process(small_policy, dataset, t
     env = {**os.environ, "DS_ACCELERATOR": "cpu"}
     done = subprocess.run([*launch, "-m", "ponder.training.prm", *args], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    setup = json.loads((zero3 / "eval_results.json").read_text())["training"]["distributed"]
-    assert setup == {"processes": 2, "type": "DEEPSPEED", "zero_stage": 3}
+    record = json.loads((zero3 / "eval_results.json").read_text())
+    assert record["training"]["distributed"] == {"processes": 2, "type": "DEEPSPEED", "zero_stage": 3}
+    assert record["held_out_rows"]["all"]["rows"] > 0 and "eval_step_auc" in record["label_set"]
+    assert record["oracle"]["verifier"]["all"]["samples"] > 0
+    assert (zero3 / ADAPTER_DIR / "adapter_config.json").exists()
     a = load_verifier(single).score(QUESTIONS, STEPS)
     b = load_verifier(zero3).score(QUESTIONS, STEPS)
     assert flat(a) == pytest.approx(flat(b), abs=1e-4)
+
+
+# The stage, killed (SIGKILL, no clean-up) right after its first checkpoint is saved.
+KILLED_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+from transformers import Trainer
+save = Trainer._save_checkpoint
+def save_then_die(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+Trainer._save_checkpoint = save_then_die
+from ponder.training.prm import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.fixture(scope="module")
+def resumed(small_policy, dataset, tmp_path_factory):
+    """A PRM run killed after its checkpoint at step 4 of 12, then run again: (output folder, log, record)."""
+    output_dir = tmp_path_factory.mktemp("resumed")
+    args = prm_args(small_policy, dataset, output_dir, "--config", "recipes/toy-tiny/prm.yaml", "--max_steps", "12",
+                    "--oracle_eval_policy", "")  # fmt: skip
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT, *args], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL and not (output_dir / "eval_results.json").exists()
+    first = output_dir / "checkpoint-4" / "trainer_state.json"
+    saved_at = first.stat().st_mtime_ns
+    done = subprocess.run([sys.executable, "-m", "ponder.training.prm", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert first.stat().st_mtime_ns == saved_at  # not trained and saved again
+    return output_dir, done.stderr, json.loads((output_dir / "eval_results.json").read_text())
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(resumed):
+    output_dir, log, record = resumed
+    assert f"resuming from {output_dir / 'checkpoint-4'}" in log
+    assert record["training"]["resumed_from"] == str(output_dir / "checkpoint-4")
+    assert record["training"]["steps"] == 12 and record["held_out_rows"]["all"]["rows"] > 0
+    state = json.loads((output_dir / "checkpoint-12" / "trainer_state.json").read_text())
+    assert state["global_step"] == 12 and [e["step"] for e in state["log_history"] if "loss" in e] == [4, 8, 12]
+    assert load_verifier(output_dir).kind == "prm_token_classification"
+
+
+def test_eval_only_judges_a_saved_checkpoint(small_policy, dataset, resumed, tmp_path):
+    checkpoint, _, trained = resumed
+    train_prm(prm_args(small_policy, dataset, tmp_path, "--config", "recipes/toy-tiny/prm.yaml",
+                       "--model_name_or_path", str(checkpoint), "--eval_only", "true"))  # fmt: skip
+    judged = json.loads((tmp_path / "eval_results.json").read_text())
+    assert judged["held_out_rows"] == trained["held_out_rows"]  # the same rows held out, the same scores
+    assert judged["oracle"]["verifier"]["all"]["samples"] > 0 and "step_auc_oracle" in judged
+    assert "training" not in judged and not (tmp_path / "model.safetensors").exists()
 
 
 def test_likelihood_prm_is_trained_on_the_scores_the_likelihood_verifier_reads(small_policy, dataset, tmp_path):

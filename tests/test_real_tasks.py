@@ -147,6 +147,34 @@ def test_real_tasks_follow_the_task_protocol(name):
     assert task.join_steps(steps) == "We add.\n\n1 + 1 = 2.\n\nThe answer is 2."
 
 
+@pytest.mark.parametrize("name", ["math", "gsm8k", "arith"])
+def test_runs_of_delimiters_and_blank_steps_are_dropped_when_splitting(name):
+    task = get_task(name)
+    text = task.step_delimiter.join(["First.", "", "  ", "Second.", "", "Third."]) + task.step_delimiter
+    assert task.split_steps(text) == ["First.", "Second.", "Third."]  # "\n\n\n\n" is one break, not an empty step
+    assert task.split_steps(task.step_delimiter * 3) == []
+
+
+def test_max_problems_is_a_seeded_sample_of_the_file_in_file_order(tmp_path):
+    from ponder.training.evaluate import EvaluateConfig
+    from ponder.training.problems import load_problems
+    from ponder.training.shards import SampledDataConfig
+
+    path = tmp_path / "ordered.jsonl"  # ordered like MATH's train split: the first rows are one kind
+    path.write_text("".join(json.dumps({"problem": f"q{i}", "answer": str(i)}) + "\n" for i in range(100)))
+    task = get_task("math")
+    picked = load_problems(task, str(path), "train", limit=10, seed=0)
+    indices = [int(p["id"]) for p in picked]
+    assert indices == sorted(set(indices)) and len(indices) == 10 and max(indices) >= 50  # not the first rows
+    assert [p["answer"] for p in picked] == [str(i) for i in indices]  # each problem is its own row
+    assert load_problems(task, str(path), "train", limit=10, seed=0) == picked
+    assert load_problems(task, str(path), "train", limit=10, seed=1) != picked
+    data = SampledDataConfig(policy="p", task="math", problems_file=str(path), split="train", max_problems=10)
+    assert data.problems(task) == picked
+    evaluation = EvaluateConfig(policy="p", prm="oracle", task="math", problems_file=str(path), max_problems=10)
+    assert evaluation.problems(task) == picked
+
+
 def test_real_tasks_need_no_training_stack():
     script = (
         "import sys\n"
@@ -163,13 +191,14 @@ def test_real_tasks_need_no_training_stack():
 def test_dataset_rows_become_problems_and_a_bad_row_is_named(tmp_path):
     from ponder.training.problems import load_problems
 
-    math_rows = read_jsonl(DATA / "math500" / "test.jsonl")
+    math_rows = {row["unique_id"]: row for row in read_jsonl(DATA / "math500" / "test.jsonl")}
     problems = load_problems(get_task("math"), str(DATA / "math500" / "test.jsonl"), limit=3)
-    assert [p["problem"] for p in problems] == [r["problem"] for r in math_rows[:3]]
-    assert [p["answer"] for p in problems] == [r["answer"] for r in math_rows[:3]]
-    assert problems[0]["id"] == math_rows[0]["unique_id"] and problems[0]["level"] == math_rows[0]["level"]
+    assert len(problems) == 3
+    for problem in problems:
+        row = math_rows[problem["id"]]
+        assert all(problem[key] == row[key] for key in ("problem", "answer", "level"))
 
-    gsm8k = load_problems(get_task("gsm8k"), str(DATA / "gsm8k" / "test.jsonl"), limit=2)
+    gsm8k = load_problems(get_task("gsm8k"), str(DATA / "gsm8k" / "test.jsonl"))
     assert gsm8k[0]["answer"] == "18" and gsm8k[0]["problem"].startswith("Janet")
 
     # MATH's train split has no answer field: the reference solution's last boxed answer is the gold

@@ -11,7 +11,7 @@ import yaml
 from rapidfuzz.distance import Levenshtein
 from transformers import AutoTokenizer
 
-from ponder.inference.generation import make_generator
+from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.revision import (
     EARLIER_ATTEMPT_HEADER,
     Attempt,
@@ -115,9 +115,9 @@ def test_sampled_contexts_show_the_problems_other_samples_right_or_wrong():
     shown = [a for t in rows for a in attempts_of(t)]
     assert 0.2 < sum(a in correct for a in shown) / len(shown) < 0.38
     with pytest.raises(ValueError, match="context must be one of"):
-        RevisionsConfig(context="nearest")
+        RevisionsConfig(policy="p", task="arith", context="nearest")
     with pytest.raises(ValueError, match="keep_fraction applies to context 'snell' only"):
-        RevisionsConfig(context="sampled", keep_fraction=0.5)
+        RevisionsConfig(policy="p", task="arith", context="sampled", keep_fraction=0.5)
 
 
 def test_chat_layout_shows_the_last_attempts_and_repeats_the_question():
@@ -168,7 +168,7 @@ def test_selection_within_then_across_chains():
 
 def test_chains_grow_turn_by_turn_with_context(small_policy):
     task = get_task("arith")
-    generator = make_generator(str(small_policy), backend="hf")
+    generator = make_generator(str(small_policy), EngineConfig(backend="hf"))
     rows = task.generate(3, 1, seed=5, split="test")
     seen_prompts = []
     generate = generator.generate
@@ -217,11 +217,11 @@ def test_loss_falls_on_the_final_attempt_only(small_policy, tmp_path):
 
 
 def test_the_stage_fits_every_context_to_the_policys_positions(small_policy):
-    generator = make_generator(str(small_policy), backend="hf")
+    generator = make_generator(str(small_policy), EngineConfig(backend="hf"))
     room = 120  # prompt tokens left: the question and about one level-1 attempt
     max_new_tokens = generator.tokenizer.model_max_length - room
-    config = RevisionsConfig(policy=str(small_policy), levels=[1], samples_per_problem=6, context="sampled",
-                             max_new_tokens=max_new_tokens)  # fmt: skip
+    config = RevisionsConfig(policy=str(small_policy), task="arith", levels=[1], samples_per_problem=6,
+                             context="sampled", max_new_tokens=max_new_tokens)  # fmt: skip
     task = get_task("arith")
     shard = revisions_shard(generator, task, config, 0, task.generate(6, 1, 0, "train"))
     rows = shard["rows"]

@@ -80,7 +80,7 @@ from ponder.inference.generation import SamplingParams, chat_prompt, make_genera
 from ponder.inference.tasks import get_task
 
 task = get_task("{task}")
-generator = make_generator(snapshot_download("{repo_id}"), backend="hf")
+generator = make_generator(snapshot_download("{repo_id}"))
 {problem}
 prompt = chat_prompt(generator.tokenizer, task.make_prompt(problem))
 [completions] = generator.generate([prompt], SamplingParams(n=4, temperature=0.8, max_new_tokens=256))
@@ -96,7 +96,7 @@ from ponder.inference.tasks import get_task
 path = snapshot_download("{repo_id}")
 revision_format = RevisionFormat(**json.loads((Path(path) / "ponder.json").read_text())["revision_format"])
 task = get_task("{task}")
-generator = make_generator(path, backend="hf")
+generator = make_generator(path)
 {problem}
 [chains] = run_chains(generator, task, [problem], chains=2, length=4, fmt=revision_format, max_new_tokens=256)
 print(select_from_chains(chains, "majority"), problem["answer"])""",

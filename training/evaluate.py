@@ -1,13 +1,22 @@
 """Evaluate stage: strategies × budgets on test problems, difficulty bins, the compute-optimal policy.
 
     ponder evaluate --config recipes/toy/evaluate.yaml
+    accelerate launch --num_processes P -m ponder.training.evaluate --config recipes/toy/evaluate.yaml
+
+Test problems are cut into shards of `shard_size`. Every part below that runs models on problems
+(difficulty, each strategy run, the solver check, the large policy's answers) computes shard by
+shard from the shard's own seed and writes each shard's rows atomically to
+``runs/<part>/shard-NNNNN.json``, so a rerun skips finished shards, even inside a strategy run, and
+the rows do not depend on how the work is split: under `accelerate launch` each process takes its
+own shards, and the jobs of a split run (`shard_index`/`num_shards`, `ponder.training.shards`)
+take theirs and stop after the sweep (steps 1–2); a run without a split then merges, checks and
+reports. The main process merges the shards into the one report.
 
 1. Difficulty: `difficulty_samples` policy samples per problem give the oracle pass@1 (gold answers);
    the PRM's mean score over the first `probe_samples` of them is the predicted difficulty, the same
    estimate the solver's probe makes (no gold answers).
 2. Sweep: every strategy at every budget 1, 2, 4, ... ≤ `max_budget` it can spend exactly, sharing
-   samples across budgets only where valid (`ponder.inference.strategies`). Each run's rows are
-   written to ``runs/<key>.jsonl`` as it finishes; a rerun skips finished runs.
+   samples across budgets only where valid (`ponder.inference.strategies`).
 3. All rows go to ``rows.jsonl`` and the `datasets` folder ``rows/``, each with generations, generated
    tokens, verifier tokens and FLOPs (≈ 2·parameters·tokens).
 4. The compute-optimal policy per binning (oracle and predicted quintiles, absolute thresholds, and
@@ -22,12 +31,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -46,6 +57,8 @@ from ponder.inference.difficulty import (
     predicted_score,
     quantile_binning,
 )
+from ponder.inference.engine import EngineConfig
+from ponder.inference.generation import make_generator
 from ponder.inference.search.best_of_n import sample_solutions
 from ponder.inference.search.common import Searched
 from ponder.inference.strategies import (
@@ -57,12 +70,23 @@ from ponder.inference.strategies import (
     plan_runs,
     power_of_two_budgets,
 )
-from ponder.inference.tasks import get_task
-from ponder.training.configs import config_to_dict, parse_config
+from ponder.inference.tasks import TASK_NAMES, get_task
+from ponder.training.configs import ConfigError, config_to_dict, parse_config, require
 from ponder.training.evaluate_report import build_report, write_report
 from ponder.training.flops_matched import greedy_rows, pretraining_record
+from ponder.training.logs import setup_logging
 from ponder.training.outputs import write_json_atomic, write_text_atomic
 from ponder.training.problems import load_problems
+from ponder.training.shards import (
+    JobSplitConfig,
+    Worker,
+    merge_shards,
+    missing_note,
+    process_state,
+    report_split_job,
+    run_shards,
+    split_into_shards,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +125,9 @@ RUN_SETTINGS = (  # what a finished run's rows depend on (besides its key: strat
     "max_solution_tokens",
     "aggregation",
     "seed",
+    "shard_size",
 )
+ENGINE_RUN_SETTINGS = ("dtype", "max_model_len")  # engine settings the runs' rows depend on
 OTHER_RULE_BINNINGS = ("oracle", "predicted")  # reported beside, with the choice rule not configured
 ROW_COLUMNS = (
     "id",
@@ -121,50 +147,145 @@ ROW_COLUMNS = (
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(JobSplitConfig):
     """Checkpoints, test problems, strategies and budgets of an evaluation.
 
     `prm` ``"oracle"`` scores with the task's oracle step checker (toy world); `orm` and `revision`
     are optional, and strategies that need a missing one are skipped with a log line.
     `revision_verifier` (a revision ORM) scores revision attempts in place of the PRM. `large_policy`
     (optional) is a larger policy for the FLOPs-matched comparison, answering greedily. Test problems
-    come from the task's generator, or from the first `max_problems` rows of `problems_file` (a JSONL
-    file, a saved dataset or a Hub dataset id, its `problems_split` and `problems_config`).
+    come from the task's generator, or from `problems_file` (a JSONL file, a saved dataset or a Hub
+    dataset id, its `problems_split` and `problems_config`): all rows, or `max_problems` of them drawn
+    at random with `problem_seed`, kept in file order.
+
+    Every model is loaded on each process as the recipe's `EngineConfig` says; the K models an
+    evaluation loads (policy, PRM, ORM, revision model, revision verifier, large policy: those
+    configured) share each process's GPU, each with ``gpu_memory_utilization / K`` of it
+    (`shared_engine`).
     """
 
-    policy: str = "outputs/toy/policy"
-    prm: str = "outputs/toy/prm"
-    prm_kind: str | None = None
-    orm: str | None = None
-    revision: str | None = None
-    revision_verifier: str | None = None
-    large_policy: str | None = None
-    task: str = "arith"
-    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    problems_per_level: int = 20
-    problem_seed: int = 0
-    problems_file: str | None = None
-    problems_split: str = "test"
-    problems_config: str | None = None
-    max_problems: int | None = None
-    strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
-    max_budget: int = 64
-    difficulty_samples: int = 16
-    probe_samples: int = 4
-    difficulty_bins: int = 5
-    choice_rule: str = "one_se"
-    compare_budget: int = 16
-    solver_check_budget: int = 16
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_step_tokens: int = 32
-    max_solution_tokens: int = 192
-    aggregation: str | None = None
-    seed: int = 0
-    device: str | None = None
-    output_dir: str = "outputs/toy/evaluate"
+    policy: str | None = field(
+        default=None, metadata={"help": "policy checkpoint folder or Hub id that samples every solution (required)"}
+    )
+    prm: str | None = field(
+        default=None,
+        metadata={"help": "PRM checkpoint, or 'oracle' for the task's oracle step checker (arith only) (required)"},
+    )
+    prm_kind: str | None = field(
+        default=None,
+        metadata={
+            "help": "override the PRM's kind, e.g. policy_likelihood with the policy folder (the untrained baseline)"
+        },
+    )
+    orm: str | None = field(
+        default=None, metadata={"help": "ORM checkpoint for the orm_* strategies (unset: they are skipped)"}
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "revision checkpoint for the revision_* strategies (unset: they are skipped)"}
+    )
+    revision_verifier: str | None = field(
+        default=None,
+        metadata={"help": "revision ORM that scores revision attempts in place of the PRM (unset: the PRM)"},
+    )
+    large_policy: str | None = field(
+        default=None,
+        metadata={"help": "larger policy answering greedily for the FLOPs-matched comparison (unset: no comparison)"},
+    )
+    task: str | None = field(
+        default=None, metadata={"help": f"task of the test problems: {', '.join(TASK_NAMES)} (required)"}
+    )
+    levels: list[int] = field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6],
+        metadata={"help": "levels of generated test problems (unused with problems_file)"},
+    )
+    problems_per_level: int = field(
+        default=20, metadata={"help": "generated test problems per level (unused with problems_file)"}
+    )
+    problem_seed: int = field(
+        default=0, metadata={"help": "seed of the generated test problems and of the rows drawn from problems_file"}
+    )
+    problems_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSONL file, saved dataset folder or Hub dataset id of the test problems (unset: the generator)"
+        },
+    )
+    problems_split: str = field(default="test", metadata={"help": "split of problems_file"})
+    problems_config: str | None = field(default=None, metadata={"help": "config name of the Hub dataset problems_file"})
+    max_problems: int | None = field(
+        default=None, metadata={"help": "rows of problems_file drawn at random with problem_seed (unset: every row)"}
+    )
+    shard_size: int = field(
+        default=32,
+        metadata={"help": "test problems per shard: the unit of resuming and of splitting between processes "
+                  "and jobs, each shard drawing from its own seed (changing it changes the samples)"},
+    )
+    strategies: list[str] = field(
+        default_factory=lambda: list(DEFAULT_STRATEGIES),
+        metadata={
+            "help": "strategies swept, e.g. bon_weighted, orm_bon_weighted, beam_m4, beam_sqrt, "
+            "lookahead_k1_m4, dvts_m4, revision_l4"
+        },
+    )
+    max_budget: int = field(
+        default=64,
+        metadata={"help": "largest budget N of the sweep, a power of two; budgets run 1, 2, 4, ... up to it"},
+    )
+    difficulty_samples: int = field(
+        default=16, metadata={"help": "policy samples per problem whose oracle pass@1 is the problem's difficulty"}
+    )
+    probe_samples: int = field(
+        default=4,
+        metadata={
+            "help": "first samples of those that the PRM scores for the predicted difficulty (1 to difficulty_samples)"
+        },
+    )
+    difficulty_bins: int = field(
+        default=5,
+        metadata={"help": "quantile bins of difficulty, each given its own strategy by the compute-optimal policy"},
+    )
+    choice_rule: str = field(
+        default="one_se",
+        metadata={
+            "help": "how a bin picks its strategy: one_se (the overall best unless another leads by over one "
+            "standard error in the bin) or argmax"
+        },
+    )
+    compare_budget: int = field(
+        default=16,
+        metadata={"help": "budget at which the report compares predicted-bin and oracle-bin compute-optimal accuracy"},
+    )
+    solver_check_budget: int = field(
+        default=16,
+        metadata={"help": "budget of the cross-validated solver check, its difficulty probe included (0: no check)"},
+    )
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature of every search"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling probability of every search (1: off)"})
+    max_step_tokens: int = field(
+        default=32, metadata={"help": "token cap of one step in the step-wise searches (beam, lookahead, DVTS)"}
+    )
+    max_solution_tokens: int = field(
+        default=192,
+        metadata={"help": "token cap of one whole solution (best-of-N, revisions, the large policy's answers)"},
+    )
+    aggregation: str | None = field(
+        default=None,
+        metadata={"help": "how step scores make a solution score: last, min, prod or mean (unset: the PRM's own)"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the searches' sampling"})
+    device: str | None = field(
+        default=None, metadata={"help": "device of every model; unset: this process's (accelerate's: a GPU or the CPU)"}
+    )
+    output_dir: str = field(
+        default="outputs/evaluate",
+        metadata={"help": "folder for runs/, the rows, the compute-optimal policy and the report"},
+    )
 
     def __post_init__(self):
+        super().__post_init__()
+        require(self, "policy", "prm", "task")
+        if self.problems_file is None and not hasattr(get_task(self.task), "generate"):
+            raise ConfigError(f"problems_file: required, task {self.task!r} has no problem generator")
         power_of_two_budgets(self.max_budget)  # validates the cap
         for name in self.strategies:
             Strategy.parse(name)
@@ -175,7 +296,8 @@ class EvaluateConfig:
 
     def problems(self, task) -> list[dict]:
         if self.problems_file:
-            return load_problems(task, self.problems_file, self.problems_split, self.max_problems, self.problems_config)
+            source = (self.problems_file, self.problems_split, self.max_problems, self.problems_config)
+            return load_problems(task, *source, self.problem_seed)
         return [p for level in self.levels for p in task.generate(self.problems_per_level, level, self.problem_seed)]
 
     def search_settings(self) -> dict:
@@ -192,13 +314,21 @@ class EvaluateConfig:
             "revision_verifier": self.revision_verifier,
         }
 
-    def check_resumable(self, output_dir: Path) -> None:
+    def shared_engine(self, engine: EngineConfig) -> EngineConfig:
+        """`engine` with its ``gpu_memory_utilization`` split evenly between the models this evaluation loads."""
+        verifiers = [None if self.prm == "oracle" else self.prm, self.orm]
+        revision = [self.revision, self.revision_verifier] if self.revision else []
+        models = sum(m is not None for m in [self.policy, *verifiers, *revision, self.large_policy])
+        return replace(engine, gpu_memory_utilization=engine.gpu_memory_utilization / models)
+
+    def check_resumable(self, output_dir: Path, engine: EngineConfig) -> None:
         """Record what the runs depend on; refuse to resume runs made with different settings."""
         record_path = output_dir / "runs" / "settings.json"
         settings = {key: getattr(self, key) for key in RUN_SETTINGS}
+        settings |= {key: getattr(engine, key) for key in ENGINE_RUN_SETTINGS}
         if record_path.exists():
             recorded = json.loads(record_path.read_text())
-            changed = sorted(key for key in RUN_SETTINGS if recorded.get(key) != settings[key])
+            changed = sorted(key for key in settings if recorded.get(key) != settings[key])
             if changed:
                 raise ValueError(
                     f"{output_dir} holds runs made with other {', '.join(changed)}; use a fresh output_dir"
@@ -218,10 +348,6 @@ def available_strategies(config: EvaluateConfig, tools: Tools) -> tuple[list[Str
     for name, reason in skipped.items():
         logger.info("skipping strategy %s: %s", name, reason)
     return runnable, skipped
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -251,17 +377,46 @@ def difficulty_rows(problems: list[dict], tools: Tools, config: EvaluateConfig) 
     return rows
 
 
-def cached(path: Path, compute, timings: dict, key: str) -> list[dict]:
-    """Rows from `path` when a previous run wrote them, else computed, written and timed."""
-    if path.exists():
-        logger.info("%s: done in an earlier run, loaded %s", key, path)
-        return read_jsonl(path)
-    start = time.monotonic()
-    rows = compute()
-    timings[key] = round(time.monotonic() - start, 1)
-    write_jsonl(path, rows)
-    logger.info("%s: %.1f s, wrote %s", key, timings[key], path)
-    return rows
+@dataclass
+class ShardedParts:
+    """The parts of an evaluation computed shard by shard over `problems`, each in ``runs_dir/<part>/``."""
+
+    runs_dir: Path
+    problems: list[dict]
+    shard_size: int
+    worker: Worker
+
+    @property
+    def total(self) -> int:
+        return len(split_into_shards(self.problems, self.shard_size))
+
+    def compute(self, part: str, compute: Callable[[int, list[dict]], list[dict]]) -> None:
+        """Compute this worker's unfinished shards of `part`; `compute(index, problems)` gives a shard's rows."""
+
+        def timed(index: int, problems) -> dict:
+            start = time.monotonic()
+            rows = compute(index, list(problems))
+            return {"rows": rows, "stats": {"seconds": round(time.monotonic() - start, 2)}}
+
+        computed = run_shards(self.problems, self.shard_size, self.runs_dir / part, timed, self.worker)
+        if computed:
+            logger.info("%s: worker %d computed %d shards", part, self.worker.index, computed)
+
+    def merge(self, part: str, timings: dict, key: str | None = None) -> list[dict]:
+        """All rows of `part` in shard order; its shards' compute seconds go to ``timings[key or part]``."""
+        rows, stats = merge_shards(self.runs_dir / part, self.total)
+        timings[key or part] = round(sum(s["seconds"] for s in stats), 1)
+        return rows
+
+    def missing(self, parts: list[str]) -> list[str]:
+        """What is missing of `parts`, one note per part that lacks shards."""
+        return [note for part in parts if (note := missing_note(self.runs_dir / part, self.total))]
+
+
+def shard_tools(tools: Tools, index: int) -> Tools:
+    """`tools` whose searches draw from shard `index`'s own seed."""
+    seed = zlib.crc32(f"{tools.setup.seed}:shard{index}".encode())
+    return replace(tools, setup=replace(tools.setup, seed=seed))
 
 
 def binnings(difficulty: list[dict], n_bins: int) -> dict[str, Binning]:
@@ -276,33 +431,27 @@ def binnings(difficulty: list[dict], n_bins: int) -> dict[str, Binning]:
     }
 
 
-def solver_check(
-    problems: list[dict], rows: list[dict], difficulty: list[dict], tools: Tools, config: EvaluateConfig
-) -> list[dict]:
-    """Rows of the solver on each fold with the policy fit (bins and choices) on the other fold only."""
+def fold_policies(rows: list[dict], difficulty: list[dict], config: EvaluateConfig) -> tuple[dict, dict]:
+    """Each problem's fold, and per fold the policy fit (bins and choices) on the other fold only."""
     predicted = {d["id"]: d["predicted_score"] for d in difficulty}
     folds = assign_folds(quantile_binning(predicted, config.difficulty_bins).bins)
-    solved = []
+    policies = {}
     for fold in sorted(set(folds.values())):
         fitting = {i for i, f in folds.items() if f != fold}
         binning = quantile_binning({i: predicted[i] for i in fitting}, config.difficulty_bins, "predicted")
-        policy = fit_policy(
-            [r for r in rows if r["id"] in fitting], binning, config.probe_samples, rule=config.choice_rule
-        )
+        fitting_rows = [r for r in rows if r["id"] in fitting]
+        policies[fold] = fit_policy(fitting_rows, binning, config.probe_samples, rule=config.choice_rule)
+    return folds, policies
+
+
+def solver_check(problems: list[dict], folds: dict, policies: dict, tools: Tools, budget: int) -> list[dict]:
+    """Rows of the solver on `problems`, each solved by the policy fit without its fold (`fold_policies`)."""
+    solved = []
+    for fold, policy in policies.items():
         held_out = [p for p in problems if folds[p["id"]] == fold]
-        solved += [
-            row | {"fold": fold}
-            for row in ComputeOptimalSolver(policy, tools).solve(held_out, config.solver_check_budget)
-        ]
+        if held_out:
+            solved += [row | {"fold": fold} for row in ComputeOptimalSolver(policy, tools).solve(held_out, budget)]
     return solved
-
-
-def large_policy_greedy(config: EvaluateConfig, problems: list[dict], task) -> list[dict]:
-    """The large policy's greedy answers to the test problems (one generation each)."""
-    from ponder.inference.generation import make_generator
-
-    generator = make_generator(config.large_policy, device=config.device)
-    return greedy_rows(problems, generator, task, config.max_solution_tokens)
 
 
 def save_rows(output_dir: Path, rows: list[dict]) -> None:
@@ -314,31 +463,59 @@ def save_rows(output_dir: Path, rows: list[dict]) -> None:
     Dataset.from_list(table).save_to_disk(str(output_dir / "rows"))
 
 
-def evaluate(config: EvaluateConfig, command: str = "") -> dict:
-    """Run the whole evaluation (module docstring); returns the report."""
+def evaluate(config: EvaluateConfig, engine: EngineConfig | None = None, command: str = "") -> dict | None:
+    """Run the whole evaluation (module docstring); returns the report on the main process, else None."""
     start = time.monotonic()
+    engine = config.shared_engine(engine or EngineConfig())
+    state = process_state()
+    worker = config.worker(state)
     output_dir = Path(config.output_dir)
-    runs_dir = output_dir / "runs"
-    config.check_resumable(output_dir)
+    config.check_resumable(output_dir, engine)
     task = get_task(config.task)
-    tools = load_tools(task, **config.checkpoints(), device=config.device, **config.search_settings())
+    device = config.device or str(state.device)
+    engine_seed = config.seed + worker.index
+    tools = load_tools(
+        task, **config.checkpoints(), device=device, engine=engine, engine_seed=engine_seed, **config.search_settings()
+    )
     strategies, skipped = available_strategies(config, tools)
     problems = config.problems(task)
-    logger.info("evaluating %d strategies on %d test problems", len(strategies), len(problems))
-    timings_path = output_dir / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    parts = ShardedParts(output_dir / "runs", problems, config.shard_size, worker)
+    logger.info("evaluating %d strategies on %d problems in %d shards", len(strategies), len(problems), parts.total)
 
-    difficulty = cached(
-        runs_dir / "difficulty.jsonl", lambda: difficulty_rows(problems, tools, config), timings, "difficulty"
-    )
-    budgets = power_of_two_budgets(config.max_budget)
-    runs = plan_runs(strategies, budgets)
-    rows = []
-    for run in tqdm(runs, desc="strategy runs"):
-        rows += cached(runs_dir / f"{run.key}.jsonl", lambda run=run: execute(run, problems, tools), timings, run.key)
-        write_json_atomic(timings_path, timings)
+    runs = plan_runs(strategies, power_of_two_budgets(config.max_budget))
+    parts.compute("difficulty", lambda index, shard: difficulty_rows(shard, shard_tools(tools, index), config))
+    for run in tqdm(runs, desc="strategy runs", disable=not state.is_local_main_process):
+        parts.compute(run.key, lambda index, shard, run=run: execute(run, shard, shard_tools(tools, index)))
+    state.wait_for_everyone()
+    if config.num_shards > 1:
+        if state.is_main_process:
+            report_split_job(config, parts.missing(["difficulty", *(run.key for run in runs)]))
+        return None
+    timings: dict = {}
+    difficulty = parts.merge("difficulty", timings)
+    rows = [row for run in runs for row in parts.merge(run.key, timings)]
+
+    solver_part = None
+    if config.solver_check_budget:
+        sweep_id = zlib.crc32(" ".join([config.choice_rule, *(run.key for run in runs)]).encode())  # what it fits
+        solver_part = f"solver_check_b{config.solver_check_budget}_{sweep_id:08x}"
+        folds, policies = fold_policies(rows, difficulty, config)
+        budget = config.solver_check_budget
+        parts.compute(
+            solver_part, lambda index, shard: solver_check(shard, folds, policies, shard_tools(tools, index), budget)
+        )
+    large_part = None
+    if config.large_policy:
+        large_part = f"large_policy_greedy_{zlib.crc32(config.large_policy.encode()):08x}"
+        generator = functools.cache(
+            lambda: make_generator(config.large_policy, engine, device=device, seed=engine_seed)
+        )
+        parts.compute(large_part, lambda _, shard: greedy_rows(shard, generator(), task, config.max_solution_tokens))
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+
     save_rows(output_dir, rows)
-
     bins = binnings(difficulty, config.difficulty_bins)
     cv = {name: cross_validate(rows, b.bins, assign_folds(b.bins), config.choice_rule) for name, b in bins.items()}
     other_rule = next(rule for rule in CHOICE_RULES if rule != config.choice_rule)
@@ -349,29 +526,15 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
     settings = {"task": config.task, "checkpoints": config.checkpoints(), "search": config.search_settings()}
     policy = fit_policy(rows, bins["predicted"], config.probe_samples, settings, config.choice_rule)
     policy.save(output_dir / "compute_optimal.json")
-    solver_rows = []
-    if config.solver_check_budget:
-        sweep_id = zlib.crc32(" ".join([config.choice_rule, *(run.key for run in runs)]).encode())  # what it fits
-        solver_rows = cached(
-            runs_dir / f"solver_check_b{config.solver_check_budget}_{sweep_id:08x}.jsonl",
-            lambda: solver_check(problems, rows, difficulty, tools, config),
-            timings,
-            "solver_check",
-        )
+    solver_rows = parts.merge(solver_part, timings, "solver_check") if solver_part else []
     large = None
-    if config.large_policy:
+    if large_part:
         large = {
             "small": pretraining_record(config.policy),
             "large": pretraining_record(config.large_policy),
-            "greedy": cached(
-                runs_dir / f"large_policy_greedy_{zlib.crc32(config.large_policy.encode()):08x}.jsonl",
-                lambda: large_policy_greedy(config, problems, task),
-                timings,
-                "large_policy_greedy",
-            ),
+            "greedy": parts.merge(large_part, timings, "large_policy_greedy"),
         }
     timings["total_this_run"] = round(time.monotonic() - start, 1)
-    write_json_atomic(timings_path, timings)
     parameters = {
         "policy": parameter_count(tools.setup.generator),
         "prm": parameter_count(tools.setup.verifier),
@@ -380,7 +543,7 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
         "revision_verifier": parameter_count(tools.revision_verifier),
     }
     report = build_report(
-        config=config_to_dict(config),
+        config=config_to_dict(config, engine),
         command=command,
         rows=rows,
         difficulty=difficulty,
@@ -398,12 +561,13 @@ def evaluate(config: EvaluateConfig, command: str = "") -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None) -> dict | None:
+    setup_logging()
     argv = sys.argv[1:] if argv is None else argv
-    (config,) = parse_config((EvaluateConfig,), argv)
-    report = evaluate(config, command="ponder evaluate " + " ".join(argv))
-    print(report["summary_markdown"], flush=True)
+    config, engine = parse_config((EvaluateConfig, EngineConfig), argv)
+    report = evaluate(config, engine, command="ponder evaluate " + " ".join(argv))
+    if report is not None:
+        print(report["summary_markdown"], flush=True)
     return report
 
 

@@ -1,4 +1,4 @@
-"""Converters from public PRM datasets to ponder's stepwise format (DESIGN.md §3).
+"""Converters from public PRM datasets to ponder's stepwise format (docs/design.md, *Data formats*).
 
 - Math-Shepherd (`input` with ``ки`` step tags, `label` with ``+``/``-`` in their place): hard
   labels from the tags; the question is the text before ``Step 1:``.

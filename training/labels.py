@@ -4,23 +4,27 @@
     accelerate launch --config_file accelerate_configs/cpu.yaml -m ponder.training.labels \\
         --config recipes/toy/label.yaml
 
-Problems are cut into shards; under `accelerate launch` each process labels its own shards, and the
-main process merges them into a `datasets` dataset in the stepwise format (DESIGN.md §3), saved to
-disk, with an exact JSONL export (`labels.jsonl`) and `stats.json`. Finished shards are kept, so a rerun after a crash
-resumes and ends with the same dataset as an uninterrupted run.
+Problems are cut into shards; under `accelerate launch` each process labels its own shards (several
+jobs split them with `shard_index`/`num_shards`: `ponder.training.shards`), and the main process
+merges them into a `datasets` dataset in the stepwise format (docs/design.md, *Data formats*), saved to disk, with an
+exact JSONL export (`labels.jsonl`) and `stats.json`. Finished shards are kept, so a rerun after a
+crash resumes and ends with the same dataset as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ponder.inference.engine import EngineConfig
 from ponder.inference.generation import make_generator
 from ponder.inference.tasks import get_task
 from ponder.training.configs import parse_config
 from ponder.training.label_quality import agreement
+from ponder.training.logs import setup_logging
 from ponder.training.rollout_labels import MODES, RolloutLabeller, stepwise_row
 from ponder.training.shards import (
     SampledDataConfig,
@@ -41,12 +45,33 @@ class LabelConfig(SampledDataConfig):
     `rollout_temperature` samples the rollouts (default: `temperature`, which samples the solutions).
     """
 
-    rollouts: int = 8
-    rollout_temperature: float | None = None
-    mode: str = "per_step"
-    after_first_zero: str = "keep"
-    filter_uniform_problems: bool = False
-    output_dir: str = "outputs/toy/label"
+    rollouts: int = field(
+        default=8,
+        metadata={
+            "help": "rollouts from each step prefix; a step's value is the share of them that reach the right answer"
+        },
+    )
+    rollout_temperature: float | None = field(
+        default=None, metadata={"help": "sampling temperature of the rollouts (unset: temperature)"}
+    )
+    mode: str = field(
+        default="per_step",
+        metadata={
+            "help": "per_step (roll out from every step prefix) or binary_search (bisect wrong samples for their first "
+            "zero-value step; hard labels, fewer rollouts)"
+        },
+    )
+    after_first_zero: str = field(
+        default="keep",
+        metadata={"help": "keep (every step stays labelled) or drop (a row ends at its first zero-value step)"},
+    )
+    filter_uniform_problems: bool = field(
+        default=False, metadata={"help": "drop problems whose samples are all right or all wrong before labelling"}
+    )
+    output_dir: str = field(
+        default="outputs/label",
+        metadata={"help": "folder for the labels dataset, labels.jsonl, stats.json and the shards"},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -107,40 +132,50 @@ def summarize(config: LabelConfig, shard_stats: list[dict], rows: list[dict], ta
     return stats
 
 
-def run_labels(config: LabelConfig) -> dict | None:
-    """Label every shard this process owns; on the main process merge and write the outputs."""
+def run_labels(config: LabelConfig, engine: EngineConfig | None = None) -> dict | None:
+    """Label every shard this process owns; on the main process merge and write the outputs.
+
+    The policy is loaded (as `engine` says) once a shard is left to label.
+    """
+    engine = engine or EngineConfig()
     state = process_state()
     task = get_task(config.task)
     problems = config.problems(task)
     start = time.monotonic()
-    generator = make_generator(config.policy, backend=config.backend, device=str(state.device))
-    labeller = RolloutLabeller(
-        generator,
-        task,
-        config.rollouts,
-        config.temperature,
-        config.top_p,
-        config.max_new_tokens,
-        rollout_temperature=config.rollout_temperature,
-    )
+
+    @functools.cache
+    def labeller() -> RolloutLabeller:
+        seed = config.seed + config.worker(state).index
+        generator = make_generator(config.policy, engine, device=str(state.device), seed=seed)
+        return RolloutLabeller(
+            generator,
+            task,
+            config.rollouts,
+            config.temperature,
+            config.top_p,
+            config.max_new_tokens,
+            rollout_temperature=config.rollout_temperature,
+        )
+
     merged = run_sharded_stage(
         state,
+        config,
         problems,
         config.shard_size,
         config.output_dir,
-        lambda index, shard: label_shard(labeller, config, index, list(shard)),
+        lambda index, shard: label_shard(labeller(), config, index, list(shard)),
     )
     if merged is None:
         return None
     rows, shard_stats = merged
     stats = summarize(config, shard_stats, rows, task, time.monotonic() - start)
-    return save_data_stage(config, rows, stats, "labels.jsonl")
+    return save_data_stage(config, engine, rows, stats, "labels.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (config,) = parse_config((LabelConfig,), argv)
-    stats = run_labels(config)
+    setup_logging()
+    config, engine = parse_config((LabelConfig, EngineConfig), argv)
+    stats = run_labels(config, engine)
     if stats is not None:
         logger.info("labels: %d rows, %d rollouts, stats in %s", stats["rows"], stats["rollouts"], config.output_dir)
     return stats

@@ -10,25 +10,19 @@ classification head labelled once per solution from `answer_correct`.
 
 from __future__ import annotations
 
-import logging
-
 from transformers import TrainingArguments
 
 from ponder.training.configs import parse_config
-from ponder.training.prm import VerifierConfig, train_verifier
-
-logger = logging.getLogger(__name__)
+from ponder.training.logs import setup_logging
+from ponder.training.prm import VerifierConfig, run_verifier_stage
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     config, args = parse_config((VerifierConfig, TrainingArguments), argv)
     if config.head != "orm":
         raise ValueError(f"head: the ORM stage trains head 'orm', got {config.head!r}")
-    record = train_verifier(config, args, target="answer")
-    if record:
-        logger.info("eval results: %s", {k: v for k, v in record.items() if k not in ("oracle", "training")})
-    return record
+    return run_verifier_stage(config, args, target="answer")
 
 
 if __name__ == "__main__":

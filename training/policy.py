@@ -4,8 +4,10 @@
     accelerate launch -m ponder.training.policy --config recipes/toy/policy.yaml
 
 Fresh random training problems every step (never from the test split), loss on the solution only,
-training until a loss target, a step cap or a time cap. Afterwards the policy is sampled on
-held-out problems of every level and `eval.json` is written into the checkpoint folder.
+training until a loss target, a step cap or a time cap; a run resumes from the newest checkpoint in
+its output folder. Afterwards the saved policy is sampled on held-out problems of every level and
+`eval.json` is written into the checkpoint folder. With ``--eval_only true`` the stage trains nothing:
+it judges the policy at `init_from` and writes ``eval.json`` to `output_dir`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,8 +31,9 @@ from transformers import (
 )
 
 from ponder.inference.tasks.arith import LEVELS, NUMBER_WIDTH, ArithTask, Level, in_test_split, sample_problem
-from ponder.training.configs import parse_config
-from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
+from ponder.training.configs import ConfigError, parse_config
+from ponder.training.finish import finish, judge_only, train
+from ponder.training.logs import setup_logging
 from ponder.training.policy_eval import evaluate_policy
 from ponder.training.sft_examples import multi_turn_example
 from ponder.training.toy import build_model, build_tokenizer
@@ -50,26 +54,62 @@ class PolicyConfig:
     `TrainingArguments`.
     """
 
-    task: str = "arith"
-    levels: list[int] = field(default_factory=lambda: sorted(LEVELS))
-    train_operands: list[int] = field(default_factory=lambda: [2, 10])
-    train_digits: list[int] = field(default_factory=lambda: [1, 3])
-    earlier_turns: list[int] = field(default_factory=lambda: [0, 0])
-    init_from: str | None = None
-    hidden_size: int = 128
-    num_layers: int = 3
-    num_heads: int = 4
-    intermediate_size: int = 256
-    max_position_embeddings: int = 1024
-    loss_target: float = 0.0
-    max_train_minutes: float = 0.0
-    length_grouping: int = 8
-    eval_problems_per_level: int = 200
-    eval_samples: int = 16
-    eval_temperature: float = 0.8
-    eval_top_p: float = 1.0
-    eval_max_new_tokens: int = 320
-    eval_seed: int = 1234
+    task: str = field(
+        default="arith", metadata={"help": "task the policy learns; the policy stage trains toy 'arith' policies only"}
+    )
+    levels: list[int] = field(
+        default_factory=lambda: sorted(LEVELS),
+        metadata={"help": "arith levels the policy is evaluated on after training"},
+    )
+    train_operands: list[int] = field(
+        default_factory=lambda: [2, 10],
+        metadata={"help": "inclusive [low, high] range of the operand count of training problems (low >= 2)"},
+    )
+    train_digits: list[int] = field(
+        default_factory=lambda: [1, 3],
+        metadata={"help": "inclusive [low, high] range of the digits per operand of training problems (low >= 1)"},
+    )
+    earlier_turns: list[int] = field(
+        default_factory=lambda: [0, 0],
+        metadata={"help": "inclusive [low, high] range of solved problems shown before each training question"},
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={"help": "saved policy to continue training; its shape and tokenizer replace the shape keys"},
+    )
+    hidden_size: int = field(default=128, metadata={"help": "model width of a policy trained from scratch"})
+    num_layers: int = field(default=3, metadata={"help": "decoder layers of a policy trained from scratch"})
+    num_heads: int = field(default=4, metadata={"help": "attention heads of a policy trained from scratch"})
+    intermediate_size: int = field(default=256, metadata={"help": "MLP width of a policy trained from scratch"})
+    max_position_embeddings: int = field(
+        default=1024,
+        metadata={"help": "token positions of a policy trained from scratch, also its tokenizer's length cap"},
+    )
+    loss_target: float = field(
+        default=0.0, metadata={"help": "stop once a logged training loss falls below this (0: no loss target)"}
+    )
+    max_train_minutes: float = field(
+        default=0.0, metadata={"help": "stop training after this many minutes (0: no time cap)"}
+    )
+    length_grouping: int = field(
+        default=8,
+        metadata={"help": "batches drawn at a time and sorted by length, so that a batch needs little padding"},
+    )
+    eval_problems_per_level: int = field(
+        default=200, metadata={"help": "held-out problems per level of the evaluation after training"}
+    )
+    eval_samples: int = field(
+        default=16, metadata={"help": "samples per problem from which the evaluation's pass@1 is computed"}
+    )
+    eval_temperature: float = field(default=0.8, metadata={"help": "sampling temperature of the evaluation"})
+    eval_top_p: float = field(default=1.0, metadata={"help": "nucleus sampling probability of the evaluation (1: off)"})
+    eval_max_new_tokens: int = field(
+        default=320, metadata={"help": "token cap of one sampled solution in the evaluation"}
+    )
+    eval_seed: int = field(default=1234, metadata={"help": "seed of the evaluation's problems and samples"})
+    eval_only: bool = field(
+        default=False, metadata={"help": "train nothing: judge the policy at init_from, write eval.json to output_dir"}
+    )
 
 
 class SolutionStream(IterableDataset):
@@ -176,7 +216,7 @@ class StopRule(TrainerCallback):
 
 
 def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
-    """Train, save and evaluate a policy; returns the evaluation record written to `eval.json`."""
+    """Train, save and judge a policy; returns the record written to `eval.json`."""
     if config.task != "arith":
         raise ValueError(f"task: the policy stage trains toy policies only ('arith'), got {config.task!r}")
     unknown = sorted(set(config.levels) - set(LEVELS))
@@ -229,37 +269,41 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
         processing_class=tokenizer,
         callbacks=[stop_rule, hub_push],
     )
-    start = time.monotonic()
-    result = trainer.train()
-    train_seconds = time.monotonic() - start
-    trainer.save_model(args.output_dir)
-    if not trainer.is_world_process_zero():
-        return {}
+    result = train(trainer)
     loss_curve = [[entry["step"], round(entry["loss"], 4)] for entry in trainer.state.log_history if "loss" in entry]
     tokens = trainer.state.num_input_tokens_seen
+    rate = tokens and not result.metrics["resumed_from"]  # tokens count from the start, seconds from the resumption
     training = {
-        "steps": trainer.state.global_step,
         "stopped_by": stop_rule.reason,
-        "train_seconds": round(train_seconds, 1),
         "final_logged_loss": loss_curve[-1][1] if loss_curve else None,
-        "mean_train_loss": result.training_loss,
         "tokens_seen_with_padding": tokens,
-        "tokens_per_second_with_padding": round(tokens / train_seconds) if tokens else None,
+        "tokens_per_second_with_padding": round(tokens / result.metrics["train_runtime"]) if rate else None,
         "parameters": model.num_parameters(),
         "loss_curve": loss_curve,
     }
-    write_checkpoint_metadata(args.output_dir, metadata, config, args)
+    return finish(trainer, result, hub_push, EVAL_FILE, training=training, judge=partial(judge_policy, config))
+
+
+EVAL_FILE = "eval.json"
+
+
+def judge_policy(config: PolicyConfig, checkpoint: Path) -> dict:
+    """`evaluate_policy` of the policy saved at `checkpoint`."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).to(device)
     model.config.use_cache = True
-    record = evaluate_policy(model, tokenizer, ArithTask(), config) | {"training": training}
-    write_json_atomic(Path(args.output_dir) / "eval.json", record)
-    hub_push.push_final(args.output_dir)
-    return record
+    return evaluate_policy(model, AutoTokenizer.from_pretrained(checkpoint), ArithTask(), config)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     config, args = parse_config((PolicyConfig, TrainingArguments), argv)
-    record = train_policy(config, args)
+    if not config.eval_only:
+        record = train_policy(config, args)
+    elif not config.init_from:
+        raise ConfigError("eval_only: set init_from to the policy checkpoint to judge")
+    else:
+        record = judge_only(partial(judge_policy, config), config.init_from, args.output_dir, EVAL_FILE)
     if record:
         logger.info("pass@1 per level: %s", record["pass_at_1"])
         logger.info("wrote %s/eval.json", args.output_dir)

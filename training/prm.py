@@ -8,9 +8,12 @@ Rows (a saved `datasets` folder, or JSONL) are tokenized with the inference toke
 problem into train and eval, and trained with `VerifierTrainer`, full or LoRA (peft). The output
 folder is a normal HF checkpoint (merged weights for LoRA, the adapter in ``adapter/``) with the
 tokenizer, ``ponder.json`` (exactly how `ponder.inference.load_verifier` must score) and
-``eval_results.json``: label-set metrics, solution AUC pooled and within problems on the held-out
-rows (``held_out_rows``, against ``answer_correct``), and in the toy world the oracle report on
-fresh policy samples of held-out problems, side by side with the policy-likelihood baseline.
+``eval_results.json``: the training record, label-set metrics, and the judgement of the saved
+checkpoint (`judge_verifier`): solution AUC pooled and within problems on the held-out rows
+(``held_out_rows``, against ``answer_correct``), and in the toy world the oracle report on fresh
+policy samples of held-out problems, side by side with the policy-likelihood baseline. A run resumes
+from the newest checkpoint in its output folder. With ``--eval_only true`` the stage trains nothing: it
+judges the verifier checkpoint at `model_name_or_path` and writes ``eval_results.json`` to `output_dir`.
 """
 
 from __future__ import annotations
@@ -19,17 +22,19 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 from transformers import TrainingArguments, set_seed
 
 from ponder.inference.step_format import StepFormat
-from ponder.inference.tasks import get_task
-from ponder.inference.verifiers import READS
-from ponder.training.configs import parse_config
-from ponder.training.lora import LoraSettings, train_and_save, with_lora
-from ponder.training.outputs import write_json_atomic
+from ponder.inference.tasks import TASK_NAMES, get_task
+from ponder.inference.verifiers import AGGREGATIONS, READS, label_token_id
+from ponder.training.configs import parse_config, require
+from ponder.training.finish import finish, judge_only, train
+from ponder.training.logs import setup_logging
+from ponder.training.lora import LoraSettings, with_lora
 from ponder.training.trainer_push import HubPush
 from ponder.training.verifier_data import build_features
 from ponder.training.verifier_trainer import HEADS, StepCollator, VerifierTrainer, disable_dropout, step_metrics
@@ -41,37 +46,114 @@ logger = logging.getLogger(__name__)
 class VerifierConfig(LoraSettings):
     """Data, model, head and evaluation of a verifier run; training keys are `TrainingArguments`."""
 
-    dataset: str = "outputs/toy/label/dataset"
-    model_name_or_path: str = "outputs/toy/policy"
-    task: str = "arith"
-    head: str = "token_classification"
-    num_labels: int = 1
-    label_type: str = "soft"
-    train_on_last_step_only: bool = False
-    step_delimiter: str = "\n"
-    step_tag: str | None = None
-    prompt_template: str = "chat"
-    question_separator: str | None = None
-    system_prompt: str | None = None
-    turn_reply: str | None = None
-    positive_token: str = "+"
-    negative_token: str = "-"
-    aggregation: str = "last"
-    read: str = "step_end"
-    attempts_in_context: int = 0
-    max_length: int = 1024
-    eval_fraction: float = 0.1
-    skip_bad_rows: bool = False
-    disable_dropout: bool = True
-    oracle_eval_policy: str | None = "outputs/toy/policy"
-    oracle_eval_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    oracle_eval_problems_per_level: int = 50
-    oracle_eval_samples: int = 16
-    oracle_eval_temperature: float = 0.8
-    oracle_eval_max_new_tokens: int = 192
-    oracle_eval_seed: int = 4321
+    dataset: str | None = field(
+        default=None, metadata={"help": "stepwise rows to train on: a saved datasets folder or a JSONL file (required)"}
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "checkpoint folder or Hub id the verifier starts from (required)"}
+    )
+    task: str | None = field(default=None, metadata={"help": f"task of the rows: {', '.join(TASK_NAMES)} (required)"})
+    head: str = field(
+        default="token_classification",
+        metadata={
+            "help": "what is trained: token_classification (a score per step), causal_lm ('+'/'-' tokens at "
+            "step tags), orm (one score per solution) or likelihood (the LM's lowest token probability "
+            "up to each step)"
+        },
+    )
+    num_labels: int = field(
+        default=1,
+        metadata={
+            "help": "token_classification/orm head: 1 (one logit, BCE on the labels) or 2 (two classes, cross-entropy)"
+        },
+    )
+    label_type: str = field(
+        default="soft",
+        metadata={"help": "soft (the MC value is the target) or hard (1 when any rollout succeeded, else 0)"},
+    )
+    train_on_last_step_only: bool = field(default=False, metadata={"help": "label only the last step of each row"})
+    step_delimiter: str = field(
+        default="\n",
+        metadata={"help": "text between steps, and between question and steps unless question_separator is set"},
+    )
+    step_tag: str | None = field(
+        default=None,
+        metadata={"help": "text after each step at which its score is read; one token in context (unset: no tag)"},
+    )
+    prompt_template: str = field(
+        default="chat",
+        metadata={
+            "help": "layout: chat (question as the user turn, steps as the answer), plain (question, separator, "
+            "steps) or chat_turns (each step a user turn)"
+        },
+    )
+    question_separator: str | None = field(
+        default=None, metadata={"help": "text between the question and the first step (unset: step_delimiter)"}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "system turn that opens the chat layouts (unset: none)"}
+    )
+    turn_reply: str | None = field(
+        default=None, metadata={"help": "assistant reply after each step in the chat_turns layout (set it there only)"}
+    )
+    positive_token: str = field(
+        default="+",
+        metadata={"help": "causal_lm head: token whose probability against negative_token's is a step's score"},
+    )
+    negative_token: str = field(default="-", metadata={"help": "causal_lm head: token for a wrong step"})
+    aggregation: str = field(
+        default="last",
+        metadata={"help": f"how step scores make a solution score at inference: {', '.join(AGGREGATIONS)}"},
+    )
+    read: str = field(
+        default="step_end",
+        metadata={
+            "help": "where a step's score is read: step_end (its scoring token) or step_min (the lowest over "
+            "its tokens; token_classification only)"
+        },
+    )
+    attempts_in_context: int = field(
+        default=0,
+        metadata={"help": "earlier attempts of a revision chain read before each solution (a revision ORM; 0: none)"},
+    )
+    max_length: int = field(
+        default=1024, metadata={"help": "token cap of one row; steps past it are dropped and counted"}
+    )
+    eval_fraction: float = field(default=0.1, metadata={"help": "share of problems held out for evaluation, in [0, 1)"})
+    skip_bad_rows: bool = field(
+        default=False, metadata={"help": "skip and count malformed rows instead of stopping at the first"}
+    )
+    disable_dropout: bool = field(default=True, metadata={"help": "turn every dropout layer off before training"})
+    oracle_eval_policy: str | None = field(
+        default=None,
+        metadata={"help": "policy whose fresh samples the oracle evaluation judges, arith only (unset: skipped)"},
+    )
+    oracle_eval_levels: list[int] = field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6],
+        metadata={"help": "levels of the oracle evaluation's held-out problems"},
+    )
+    oracle_eval_problems_per_level: int = field(
+        default=50, metadata={"help": "held-out problems per level of the oracle evaluation"}
+    )
+    oracle_eval_samples: int = field(
+        default=16, metadata={"help": "solutions sampled per problem in the oracle evaluation, also its best-of-N size"}
+    )
+    oracle_eval_temperature: float = field(
+        default=0.8, metadata={"help": "sampling temperature of the oracle evaluation"}
+    )
+    oracle_eval_max_new_tokens: int = field(
+        default=192, metadata={"help": "token cap of one sampled solution in the oracle evaluation"}
+    )
+    oracle_eval_seed: int = field(
+        default=4321, metadata={"help": "seed of the oracle evaluation's problems and samples"}
+    )
+    eval_only: bool = field(
+        default=False,
+        metadata={"help": "train nothing: judge the checkpoint at model_name_or_path, write the report to output_dir"},
+    )
 
     def __post_init__(self):
+        require(self, "dataset", "model_name_or_path", "task")
         if self.head not in HEADS:
             raise ValueError(f"head: unknown head {self.head!r}; use one of {sorted(HEADS)}")
         if self.num_labels not in (1, 2):
@@ -153,13 +235,12 @@ def verifier_metadata(config: VerifierConfig) -> dict:
 
 
 def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str = "steps") -> dict:
-    """Train, save and evaluate a verifier (`target` "steps" for a PRM, "answer" for an ORM)."""
+    """Train, save and judge a verifier (`target` "steps" for a PRM, "answer" for an ORM); returns its record."""
     from transformers import AutoTokenizer
 
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
-    rows = load_rows(config.dataset)
-    train_rows, eval_rows = split_by_problem(rows, config.eval_fraction, args.seed)
+    train_rows, eval_rows = split_by_problem(load_rows(config.dataset), config.eval_fraction, args.seed)
     build = dict(
         tokenizer=tokenizer,
         step_format=config.step_format(),
@@ -187,7 +268,7 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         model = with_lora(model, config, task_types[config.head], saved)
     label_token_ids = None
     if config.head == "causal_lm":
-        label_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in (config.negative_token, config.positive_token)]
+        label_token_ids = [label_token_id(tokenizer, t) for t in (config.negative_token, config.positive_token)]
     args.remove_unused_columns = False
     hub_push = HubPush(args, verifier_metadata(config), config, args)
     trainer = VerifierTrainer(
@@ -202,68 +283,62 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         label_token_ids=label_token_ids,
         callbacks=[hub_push],
     )
-    saved = train_and_save(
+    result = train(trainer)
+    label_metrics = trainer.evaluate() if eval_features else {}
+    return finish(
         trainer,
-        tokenizer,
-        config,
-        lambda: load_model(config, tokenizer),
-        verifier_metadata(config),
-        config,
-        args,
-        evaluate=bool(eval_features),
+        result,
+        hub_push,
+        EVAL_RESULTS,
+        lora=config,
+        load_base=lambda: load_model(config, tokenizer),
+        training={"train_rows": len(train_rows), "eval_rows": len(eval_rows), "data": vars(train_stats)},
+        results={"label_set": label_metrics},
+        judge=partial(judge_verifier, config, held_out_rows=eval_rows),
     )
-    if saved is None:
-        return {}
-    result, train_seconds, label_metrics = saved
-    output_dir = Path(args.output_dir)
-    record = {
-        "training": {
-            "steps": trainer.state.global_step,
-            "train_seconds": round(train_seconds, 1),
-            "mean_train_loss": result.training_loss,
-            "train_rows": len(train_rows),
-            "eval_rows": len(eval_rows),
-            "data": vars(train_stats),
-            "distributed": distributed_setup(trainer.accelerator),
-        },
-        "label_set": label_metrics,
-    }
-    if eval_rows:
-        from ponder.inference.verifiers import load_verifier
-        from ponder.training.verifier_eval import judge_rows
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        record["held_out_rows"] = judge_rows(load_verifier(output_dir, device=device), eval_rows, config.aggregation)
+
+def judge_verifier(config: VerifierConfig, checkpoint: Path, held_out_rows: list[dict]) -> dict:
+    """The verifier saved at `checkpoint` on `held_out_rows` and, in the toy world, against the oracle."""
+    from ponder.inference.verifiers import load_verifier
+    from ponder.training.verifier_eval import judge_rows
+
+    verifier = load_verifier(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
+    record = {}
+    if held_out_rows:
+        record["held_out_rows"] = judge_rows(verifier, held_out_rows, config.aggregation)
     if config.oracle_eval_policy and hasattr(get_task(config.task), "first_wrong_step"):
-        record["oracle"] = oracle_evaluation(config, output_dir)
+        record["oracle"] = oracle_evaluation(config, verifier)
         record.update({key: record["oracle"]["verifier"]["all"][key] for key in ORACLE_HEADLINES})
-    write_json_atomic(output_dir / "eval_results.json", record)
-    hub_push.push_final(output_dir)
     return record
 
 
-def distributed_setup(accelerator) -> dict:
-    """How the run was spread: process count, accelerate's distributed type and the ZeRO stage if any."""
-    plugin = accelerator.state.deepspeed_plugin
-    return {
-        "processes": accelerator.num_processes,
-        "type": accelerator.distributed_type.value,
-        "zero_stage": plugin.zero_stage if plugin is not None else None,
-    }
+def run_verifier_stage(config: VerifierConfig, args: TrainingArguments, target: str = "steps") -> dict:
+    """Train and judge a verifier, or with `eval_only` judge the checkpoint at `model_name_or_path` again."""
+    if not config.eval_only:
+        record = train_verifier(config, args, target)
+    else:
+        held_out = split_by_problem(load_rows(config.dataset), config.eval_fraction, args.seed)[1]
+        judge = partial(judge_verifier, config, held_out_rows=held_out)
+        record = judge_only(judge, config.model_name_or_path, args.output_dir, EVAL_RESULTS)
+    if record:
+        logger.info("eval results: %s", {k: v for k, v in record.items() if k not in ("oracle", "training")})
+    return record
 
 
+EVAL_RESULTS = "eval_results.json"
 ORACLE_HEADLINES = ("step_auc_oracle", "step_auc_within_problem", "first_error_f1")
 
 
-def oracle_evaluation(config: VerifierConfig, checkpoint: Path) -> dict:
-    """The trained verifier and the policy-likelihood baseline, judged on the same fresh samples."""
-    from ponder.inference.generation import make_generator
-    from ponder.inference.verifiers import HFVerifier, load_verifier
+def oracle_evaluation(config: VerifierConfig, verifier) -> dict:
+    """`verifier` and the policy-likelihood baseline, judged on the same fresh samples."""
+    from ponder.inference.generation import EngineConfig, make_generator
+    from ponder.inference.verifiers import HFVerifier
     from ponder.training.verifier_eval import judge, sample_problems
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     task = get_task(config.task)
-    generator = make_generator(config.oracle_eval_policy, backend="hf", device=device)
+    generator = make_generator(config.oracle_eval_policy, EngineConfig(backend="hf"), device=device)
     problems = sample_problems(
         generator,
         task,
@@ -274,7 +349,6 @@ def oracle_evaluation(config: VerifierConfig, checkpoint: Path) -> dict:
         temperature=config.oracle_eval_temperature,
         max_new_tokens=config.oracle_eval_max_new_tokens,
     )
-    verifier = load_verifier(checkpoint, device=device)
     # The policy that sampled is the baseline verifier too: no second copy is loaded.
     baseline = HFVerifier(
         generator.model,
@@ -291,12 +365,9 @@ def oracle_evaluation(config: VerifierConfig, checkpoint: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     config, args = parse_config((VerifierConfig, TrainingArguments), argv)
-    record = train_verifier(config, args)
-    if record:
-        logger.info("eval results: %s", {k: v for k, v in record.items() if k not in ("oracle", "training")})
-    return record
+    return run_verifier_stage(config, args)
 
 
 if __name__ == "__main__":

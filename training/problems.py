@@ -8,6 +8,7 @@ into ``{id, problem, answer, level}`` and names the row when one lacks a field.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 
@@ -34,14 +35,20 @@ def read_rows(source: str, split: str, config_name: str | None = None) -> list[d
 
 
 def load_problems(
-    task, source: str, split: str = "test", limit: int | None = None, config_name: str | None = None
+    task, source: str, split: str = "test", limit: int | None = None, config_name: str | None = None, seed: int = 0
 ) -> list[dict]:
-    """The first `limit` rows of `source` (all when None) as the task's problems."""
-    rows = read_rows(source, split, config_name)[:limit]
+    """`limit` rows of `source` drawn at random with `seed` (all when None), in file order, as the task's problems.
+
+    A file ordered by subject or difficulty (MATH's train split) has no representative first rows.
+    """
+    rows = read_rows(source, split, config_name)
+    indices = range(len(rows))
+    if limit is not None and limit < len(rows):
+        indices = sorted(random.Random(seed).sample(indices, limit))
     problems = []
-    for index, row in enumerate(rows):
+    for index in indices:
         try:
-            problems.append(task.problem_from_row(row, index))
+            problems.append(task.problem_from_row(rows[index], index))
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from error
     return problems

@@ -9,9 +9,9 @@ as inference renders them (`sft_examples.chat_example`): the prompt with the gen
 the final attempt and EOS, which alone carry the loss. Full fine-tuning or LoRA (peft, merged for
 release). The checkpoint's ``ponder.json`` records the revision format (instruction turn and context
 window) that `ponder.inference.revision` must show the model, and ``eval.json`` holds pass@1 per turn on held-out
-problems next to no-context controls sampled at the same temperature (`revision_eval`). With
-``--eval_only true`` the stage trains nothing: it judges the revision checkpoint at
-`model_name_or_path` and writes ``eval.json`` to `output_dir`.
+problems next to no-context controls sampled at the same temperature (`revision_eval`). A run resumes
+from the newest checkpoint in its output folder. With ``--eval_only true`` the stage trains nothing: it
+judges the revision checkpoint at `model_name_or_path` and writes ``eval.json`` to `output_dir`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,11 +27,12 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from ponder.inference.revision import RevisionFormat, load_revision_format
-from ponder.inference.tasks import get_task
-from ponder.training.configs import parse_config
-from ponder.training.lora import LoraSettings, train_and_save, with_lora
-from ponder.training.outputs import write_json_atomic
-from ponder.training.prm import distributed_setup, load_rows, split_by_problem
+from ponder.inference.tasks import TASK_NAMES, get_task
+from ponder.training.configs import ConfigError, parse_config, require
+from ponder.training.finish import finish, judge_only, train
+from ponder.training.logs import setup_logging
+from ponder.training.lora import LoraSettings, with_lora
+from ponder.training.prm import load_rows, split_by_problem
 from ponder.training.revision_eval import judge_revisions
 from ponder.training.sft_examples import chat_example
 from ponder.training.trainer_push import HubPush
@@ -48,23 +50,60 @@ class RevisionConfig(LoraSettings):
     replay that keeps a small model from forgetting how to solve without context.
     """
 
-    dataset: str = "outputs/toy/revisions/dataset"
-    model_name_or_path: str = "outputs/toy/policy"
-    task: str = "arith"
-    instruction: str | None = None
-    context_window: int | None = None
-    plain_weight: int = 1
-    eval_fraction: float = 0.0
-    eval_control_policy: str | None = "outputs/toy/policy"
-    eval_levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    eval_problems_per_level: int = 200
-    eval_turns: int = 8
-    eval_temperature: float = 0.8
-    eval_max_new_tokens: int = 192
-    eval_seed: int = 2468
-    eval_only: bool = False
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "revision trajectories: a saved datasets folder or a JSONL file (required unless eval_only)"},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "checkpoint the revision model starts from; with eval_only, the one judged (required)"},
+    )
+    task: str | None = field(
+        default=None, metadata={"help": f"task of the trajectories: {', '.join(TASK_NAMES)} (required)"}
+    )
+    instruction: str | None = field(
+        default=None,
+        metadata={"help": "user turn after each attempt (unset: the trajectories' stats.json, else the default)"},
+    )
+    context_window: int | None = field(
+        default=None,
+        metadata={"help": "earlier attempts the model is shown (unset: the trajectories' stats.json, else 4)"},
+    )
+    plain_weight: int = field(
+        default=1, metadata={"help": "times each trajectory without earlier attempts is used (1: once, no replay)"}
+    )
+    eval_fraction: float = field(
+        default=0.0, metadata={"help": "share of problems held out for the eval loss, in [0, 1)"}
+    )
+    eval_control_policy: str | None = field(
+        default=None, metadata={"help": "policy sampled without context as a control in the evaluation (unset: none)"}
+    )
+    eval_levels: list[int] = field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6],
+        metadata={"help": "levels of the evaluation's generated test problems"},
+    )
+    eval_problems_per_level: int = field(
+        default=200, metadata={"help": "test problems per level of the turn-by-turn evaluation (0: no evaluation)"}
+    )
+    eval_turns: int = field(default=8, metadata={"help": "attempts per chain in the evaluation"})
+    eval_temperature: float = field(
+        default=0.8, metadata={"help": "sampling temperature of the evaluation and its controls"}
+    )
+    eval_max_new_tokens: int = field(default=192, metadata={"help": "token cap of one attempt in the evaluation"})
+    eval_seed: int = field(default=2468, metadata={"help": "seed of the evaluation's problems and samples"})
+    eval_only: bool = field(
+        default=False,
+        metadata={
+            "help": "train nothing: judge the checkpoint at model_name_or_path and write eval.json to output_dir"
+        },
+    )
 
     def __post_init__(self):
+        require(self, "model_name_or_path", "task")
+        if not self.eval_only:
+            require(self, "dataset")
+        if self.eval_problems_per_level and not hasattr(get_task(self.task), "generate"):
+            raise ConfigError(f"eval_problems_per_level: task {self.task!r} has no problem generator; set it to 0")
         if self.plain_weight < 1:
             raise ValueError(f"plain_weight: at least 1 (1 = no replay), got {self.plain_weight}")
 
@@ -82,7 +121,7 @@ class RevisionConfig(LoraSettings):
 
 
 def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
-    """Fine-tune, save and evaluate a revision model; returns the record written to ``eval.json``."""
+    """Fine-tune, save and judge a revision model; returns the record written to ``eval.json``."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -116,51 +155,43 @@ def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
         eval_dataset=Dataset.from_list([r["example"] for r in eval_rows]) if eval_rows else None,
         processing_class=tokenizer,
     )
-    saved = train_and_save(
+    result = train(trainer)
+    eval_loss = trainer.evaluate()["eval_loss"] if eval_rows else None
+    return finish(
         trainer,
-        tokenizer,
-        config,
-        lambda: AutoModelForCausalLM.from_pretrained(config.model_name_or_path),
-        metadata,
-        config,
-        args,
-        evaluate=bool(eval_rows),
+        result,
+        hub_push,
+        EVAL_FILE,
+        lora=config,
+        load_base=lambda: AutoModelForCausalLM.from_pretrained(config.model_name_or_path),
+        training={"train_rows": len(train_rows), "eval_trajectories": len(eval_rows), "eval_loss": eval_loss},
+        judge=partial(evaluate_checkpoint, config),
     )
-    if saved is None:
+
+
+EVAL_FILE = "eval.json"
+
+
+def evaluate_checkpoint(config: RevisionConfig, checkpoint: Path) -> dict:
+    """pass@1 per turn of the saved model with context, and of the no-context controls, on test problems.
+
+    The model is shown its attempts in the revision format of its ``ponder.json``; nothing is judged when
+    `eval_problems_per_level` is 0.
+    """
+    from ponder.inference.generation import EngineConfig, make_generator
+
+    if config.eval_problems_per_level <= 0:
         return {}
-    result, train_seconds, eval_loss = saved
-    output_dir = Path(args.output_dir)
-    record = {
-        "training": {
-            "steps": trainer.state.global_step,
-            "train_seconds": round(train_seconds, 1),
-            "mean_train_loss": result.training_loss,
-            "train_rows": len(train_rows),
-            "eval_trajectories": len(eval_rows),
-            "eval_loss": eval_loss.get("eval_loss"),
-            "distributed": distributed_setup(trainer.accelerator),
-        }
-    }
-    if config.eval_problems_per_level > 0:
-        record |= evaluate_checkpoint(config, output_dir, fmt)
-    write_json_atomic(output_dir / "eval.json", record)
-    hub_push.push_final(output_dir)
-    return record
-
-
-def evaluate_checkpoint(config: RevisionConfig, checkpoint: Path, fmt: RevisionFormat) -> dict:
-    """pass@1 per turn of the saved model with context, and of the no-context controls, on test problems."""
-    from ponder.inference.generation import make_generator
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = make_generator(str(checkpoint), backend="hf", device=device)
+    model = make_generator(str(checkpoint), EngineConfig(backend="hf"), device=device)
     systems = {"revision_model": (model, True), "revision_model_no_context": (model, False)}
     if config.eval_control_policy:
-        systems["policy_no_context"] = (make_generator(config.eval_control_policy, backend="hf", device=device), False)
+        control = make_generator(config.eval_control_policy, EngineConfig(backend="hf"), device=device)
+        systems["policy_no_context"] = (control, False)
     report = judge_revisions(
         systems,
         get_task(config.task),
-        fmt,
+        load_revision_format(checkpoint),
         config.eval_levels,
         config.eval_problems_per_level,
         config.eval_turns,
@@ -178,12 +209,10 @@ def evaluate_checkpoint(config: RevisionConfig, checkpoint: Path, fmt: RevisionF
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     config, args = parse_config((RevisionConfig, SFTConfig), argv)
     if config.eval_only:  # judge an existing revision checkpoint again, e.g. on more problems
-        checkpoint = Path(config.model_name_or_path)
-        record = evaluate_checkpoint(config, checkpoint, load_revision_format(checkpoint))
-        write_json_atomic(Path(args.output_dir) / "eval.json", record)
+        record = judge_only(partial(evaluate_checkpoint, config), config.model_name_or_path, args.output_dir, EVAL_FILE)
     else:
         record = train_revision_model(config, args)
     if record.get("pass_at_1_per_turn"):

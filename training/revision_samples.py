@@ -15,16 +15,19 @@ multi-process and resumable like the label stage.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ponder.inference.engine import EngineConfig
 from ponder.inference.generation import make_generator
 from ponder.inference.revision import load_revision_format, run_chains, verifier_question
 from ponder.inference.tasks import get_task
 from ponder.training.configs import parse_config
+from ponder.training.logs import setup_logging
 from ponder.training.shards import (
     SampledDataConfig,
     process_state,
@@ -40,11 +43,21 @@ logger = logging.getLogger(__name__)
 class RevisionSamplesConfig(SampledDataConfig):
     """Which revision model runs which problems: `samples_per_problem` chains of `turns` attempts each."""
 
-    policy: str = "outputs/toy/revision"
-    samples_per_problem: int = 4
-    turns: int = 4
-    attempts_in_context: int = 4
-    output_dir: str = "outputs/toy/revision_samples"
+    policy: str | None = field(
+        default=None, metadata={"help": "revision checkpoint whose chains are sampled (required)"}
+    )
+    samples_per_problem: int = field(default=4, metadata={"help": "chains run per problem"})
+    turns: int = field(default=4, metadata={"help": "attempts per chain"})
+    attempts_in_context: int = field(
+        default=4,
+        metadata={
+            "help": "earlier attempts of the chain shown in each row's prompt; train the ORM with the same value"
+        },
+    )
+    output_dir: str = field(
+        default="outputs/revision_samples",
+        metadata={"help": "folder for the attempts dataset, attempts.jsonl, stats.json and the shards"},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -65,7 +78,7 @@ def attempt_rows(task, problem: dict, chains, attempts_in_context: int) -> list[
     for number, chain in enumerate(chains):
         for turn, attempt in enumerate(chain):
             steps = task.split_steps(attempt.text)
-            if not steps or any(not step.strip() for step in steps):
+            if not steps:
                 continue
             correct = attempt.is_correct(task, problem["answer"])
             rows.append(
@@ -126,33 +139,39 @@ def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) ->
     }
 
 
-def run_revision_samples(config: RevisionSamplesConfig) -> dict | None:
-    """Build every shard this process owns; on the main process merge and write the outputs."""
+def run_revision_samples(config: RevisionSamplesConfig, engine: EngineConfig | None = None) -> dict | None:
+    """Build every shard this process owns; on the main process merge and write the outputs.
+
+    The revision model is loaded (as `engine` says) once a shard is left to build.
+    """
+    engine = engine or EngineConfig()
     state = process_state()
     task = get_task(config.task)
     fmt = load_revision_format(config.policy)
     problems = config.problems(task)
     start = time.monotonic()
-    generator = make_generator(config.policy, backend=config.backend, device=str(state.device))
+    seed = config.seed + config.worker(state).index
+    generator = functools.cache(lambda: make_generator(config.policy, engine, device=str(state.device), seed=seed))
     merged = run_sharded_stage(
         state,
+        config,
         problems,
         config.shard_size,
         config.output_dir,
-        lambda index, shard: revision_samples_shard(generator, task, config, fmt, index, list(shard)),
+        lambda index, shard: revision_samples_shard(generator(), task, config, fmt, index, list(shard)),
     )
     if merged is None:
         return None
     rows, shard_stats = merged
     stats = summarize(shard_stats, rows, time.monotonic() - start)
     stats["attempts_in_context"] = config.attempts_in_context
-    return save_data_stage(config, rows, stats, "attempts.jsonl")
+    return save_data_stage(config, engine, rows, stats, "attempts.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (config,) = parse_config((RevisionSamplesConfig,), argv)
-    stats = run_revision_samples(config)
+    setup_logging()
+    config, engine = parse_config((RevisionSamplesConfig, EngineConfig), argv)
+    stats = run_revision_samples(config, engine)
     if stats is not None:
         logger.info("revision samples: %d rows, correct per turn %s", stats["rows"], stats["correct_fraction_per_turn"])
     return stats

@@ -19,21 +19,23 @@ only. Sharded, multi-process and resumable like the label stage.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 
 from rapidfuzz.distance import Levenshtein
 
+from ponder.inference.engine import EngineConfig
 from ponder.inference.generation import make_generator
 from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, prompt_room, run_chains
 from ponder.inference.tasks import get_task
 from ponder.training.configs import parse_config
+from ponder.training.logs import setup_logging
 from ponder.training.shards import (
     SampledDataConfig,
     process_state,
@@ -58,13 +60,35 @@ class RevisionsConfig(SampledDataConfig):
     share of trajectories that end on a correct attempt.
     """
 
-    problems_per_level: int = 64
-    samples_per_problem: int = 64
-    max_wrong_in_context: int = 4
-    context: str = "snell"
-    keep_fraction: float = 0.0
-    instruction: str = DEFAULT_INSTRUCTION
-    output_dir: str = "outputs/toy/revisions"
+    problems_per_level: int = field(
+        default=64, metadata={"help": "generated problems per level (unused with problems_file)"}
+    )
+    samples_per_problem: int = field(
+        default=64, metadata={"help": "solutions sampled per problem; each correct one becomes a trajectory"}
+    )
+    max_wrong_in_context: int = field(
+        default=4,
+        metadata={"help": "most earlier attempts a trajectory shows (drawn from 0 to this); also the context window"},
+    )
+    context: str = field(
+        default="snell",
+        metadata={
+            "help": "earlier attempts shown: snell (wrong ones, the nearest last) or sampled (other samples, "
+            "right or wrong)"
+        },
+    )
+    keep_fraction: float = field(
+        default=0.0,
+        metadata={"help": "with context snell: share of trajectories that end on a correct attempt instead (0 to 1)"},
+    )
+    instruction: str = field(
+        default=DEFAULT_INSTRUCTION,
+        metadata={"help": "user turn after each earlier attempt; {problem} in it is replaced by the question"},
+    )
+    output_dir: str = field(
+        default="outputs/revisions",
+        metadata={"help": "folder for the trajectories dataset, trajectories.jsonl, stats.json and the shards"},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -196,7 +220,7 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
         correct_samples += len(correct)
         without_correct += not correct
         question = task.make_prompt(problem)
-        fit = partial(_attempts_that_fit, fmt, generator.tokenizer, question, max_prompt_tokens)
+        fit = functools.partial(_attempts_that_fit, fmt, generator.tokenizer, question, max_prompt_tokens)
         trajectories = build_trajectories(
             question, correct, wrong, config.max_wrong_in_context, fmt, rng, config.keep_fraction, config.context, fit
         )
@@ -230,32 +254,38 @@ def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) ->
     }
 
 
-def run_revisions(config: RevisionsConfig) -> dict | None:
-    """Build every shard this process owns; on the main process merge and write the outputs."""
+def run_revisions(config: RevisionsConfig, engine: EngineConfig | None = None) -> dict | None:
+    """Build every shard this process owns; on the main process merge and write the outputs.
+
+    The policy is loaded (as `engine` says) once a shard is left to build.
+    """
+    engine = engine or EngineConfig()
     state = process_state()
     task = get_task(config.task)
     problems = config.problems(task)
     start = time.monotonic()
-    generator = make_generator(config.policy, backend=config.backend, device=str(state.device))
+    seed = config.seed + config.worker(state).index
+    generator = functools.cache(lambda: make_generator(config.policy, engine, device=str(state.device), seed=seed))
     merged = run_sharded_stage(
         state,
+        config,
         problems,
         config.shard_size,
         config.output_dir,
-        lambda index, shard: revisions_shard(generator, task, config, index, list(shard)),
+        lambda index, shard: revisions_shard(generator(), task, config, index, list(shard)),
     )
     if merged is None:
         return None
     rows, shard_stats = merged
     stats = summarize(shard_stats, rows, time.monotonic() - start)
     stats["revision_format"] = config.revision_format.to_dict()
-    return save_data_stage(config, rows, stats, "trajectories.jsonl")
+    return save_data_stage(config, engine, rows, stats, "trajectories.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    (config,) = parse_config((RevisionsConfig,), argv)
-    stats = run_revisions(config)
+    setup_logging()
+    config, engine = parse_config((RevisionsConfig, EngineConfig), argv)
+    stats = run_revisions(config, engine)
     if stats is not None:
         logger.info("revisions: %d trajectories, j histogram %s", stats["trajectories"], stats["num_wrong_histogram"])
     return stats

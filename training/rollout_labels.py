@@ -223,7 +223,7 @@ def success_stages(k: int) -> list[int]:
 
 
 def stepwise_row(sample: Sample, after_first_zero: str) -> dict | None:
-    """The stepwise-format row of a labelled sample (DESIGN.md §3), or None for a sample without steps.
+    """The stepwise-format row of a labelled sample (docs/design.md, *Data formats*), or None without steps.
 
     `after_first_zero` is ``"keep"`` (every step with its value) or ``"drop"`` (cut after the first
     step whose value is 0: what follows a dead prefix says little).

@@ -1,9 +1,12 @@
-"""Sharded, resumable, multi-process work for the data stages (labels, revisions).
+"""Sharded, resumable, multi-process, multi-job work for the data stages (labels, revisions) and evaluate.
 
-The items (problems) are cut into fixed shards; process r of P takes shards r, r+P, ... Each shard is
-computed from its own seed, so its result does not depend on which process runs it or on restarts,
-and is written atomically as one JSON file; a rerun skips every shard whose file exists. The main
-process merges the shard files in order once all processes are done.
+The items (problems) are cut into fixed shards. A `Worker` is one process of one job: process r of
+P in job i of n (`JobSplitConfig`; every job launched with the same P) computes shard j when
+j mod n·P = i·P + r. Each shard is computed from its own seed, so its result does not depend on
+which worker runs it or on restarts, and is written atomically as one JSON file; a rerun skips every
+shard whose file exists. A single job's main process merges the shard files in order once all its
+processes are done; the jobs of a split run only compute, and a run without a split (``num_shards:
+1``) then computes whatever is missing and merges.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ponder.training.configs import config_to_dict
+from ponder.inference.tasks import TASK_NAMES, get_task
+from ponder.training.configs import ConfigError, config_to_dict, require
 from ponder.training.hub import push_dataset
 from ponder.training.outputs import write_json_atomic, write_text_atomic
 from ponder.training.problems import load_problems
@@ -26,35 +30,109 @@ SHARD_DIR = "shards"
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Worker:
+    """One process of one job: it computes shard j when j mod `count` equals `index`."""
+
+    index: int = 0
+    count: int = 1
+
+    def shards(self, total: int) -> list[int]:
+        """This worker's shards among `total`."""
+        return list(range(self.index, total, self.count))
+
+
 @dataclass
-class SampledDataConfig:
+class JobSplitConfig:
+    """Which shards this job computes when several jobs (a Slurm array, several nodes) split one stage.
+
+    Job `shard_index` of `num_shards` computes its shares of the shards (module docstring) and stops;
+    once all jobs are done, one run without a split merges (and computes any shard still missing).
+    """
+
+    shard_index: int = field(
+        default=0, metadata={"help": "this job's index, 0 .. num_shards - 1, when several jobs split the stage"}
+    )
+    num_shards: int = field(
+        default=1,
+        metadata={"help": "jobs that split the stage (each launched with the same process count); with more than "
+                  "1 a job only computes its shards, and a later run with 1 merges them"},
+    )
+
+    def __post_init__(self):
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"shard_index must lie in 0..num_shards - 1, got {self.shard_index} of {self.num_shards}")
+
+    def worker(self, state) -> Worker:
+        """This process of this job, from accelerate's `state`."""
+        return Worker(
+            self.shard_index * state.num_processes + state.process_index, self.num_shards * state.num_processes
+        )
+
+
+@dataclass
+class SampledDataConfig(JobSplitConfig):
     """Keys every data stage shares: which policy samples which problems, how, and where rows go.
 
     Problems come from the task's generator (`problems_per_level` per level of `levels`, `split`), or,
-    when `problems_file` is set, from the first `max_problems` rows of that dataset's `split` (a JSONL
-    file, a saved dataset folder or a Hub dataset id; `problems_config` names a Hub config).
+    when `problems_file` is set, from that dataset's `split` (a JSONL file, a saved dataset folder or
+    a Hub dataset id; `problems_config` names a Hub config): all rows, or `max_problems` of them drawn
+    at random with `seed`, kept in file order.
     """
 
-    policy: str = "outputs/toy/policy"
-    task: str = "arith"
-    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    problems_per_level: int = 32
-    split: str = "train"
-    seed: int = 0
-    samples_per_problem: int = 4
-    temperature: float = 0.8
-    top_p: float = 1.0
-    max_new_tokens: int = 192
-    shard_size: int = 16
-    problems_file: str | None = None
-    problems_config: str | None = None
-    max_problems: int | None = None
-    output_dir: str = "outputs/toy/data"
-    backend: str = "auto"
-    push_to_hub: bool = False
-    hub_dataset_id: str | None = None
+    policy: str | None = field(
+        default=None, metadata={"help": "checkpoint folder or Hub id of the model that samples (required)"}
+    )
+    task: str | None = field(
+        default=None,
+        metadata={"help": f"task that prompts, splits steps and grades: {', '.join(TASK_NAMES)} (required)"},
+    )
+    levels: list[int] = field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6],
+        metadata={"help": "difficulty levels of generated problems (unused with problems_file)"},
+    )
+    problems_per_level: int = field(
+        default=32, metadata={"help": "generated problems per level (unused with problems_file)"}
+    )
+    split: str = field(
+        default="train",
+        metadata={"help": "split the problems come from: the generator's ('train' or 'test') or problems_file's"},
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "seed of the generated problems, of the rows drawn from problems_file and of the sampling"},
+    )
+    samples_per_problem: int = field(default=4, metadata={"help": "solutions sampled per problem (at least 1)"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature of the solutions"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling probability of the solutions (1: off)"})
+    max_new_tokens: int = field(default=192, metadata={"help": "token cap of one sampled solution"})
+    shard_size: int = field(
+        default=16,
+        metadata={"help": "problems per shard: the unit of work that is saved, skipped on a rerun and handed out"},
+    )
+    problems_file: str | None = field(
+        default=None,
+        metadata={"help": "JSONL file, saved dataset folder or Hub dataset id of the problems (unset: the generator)"},
+    )
+    problems_config: str | None = field(default=None, metadata={"help": "config name of the Hub dataset problems_file"})
+    max_problems: int | None = field(
+        default=None, metadata={"help": "rows of problems_file drawn at random with seed (unset: every row)"}
+    )
+    output_dir: str = field(
+        default="outputs/data", metadata={"help": "folder for the dataset, its JSONL export, stats.json and the shards"}
+    )
+    push_to_hub: bool = field(
+        default=False, metadata={"help": "upload the finished dataset folder to the Hub (needs hub_dataset_id)"}
+    )
+    hub_dataset_id: str | None = field(
+        default=None, metadata={"help": "Hub dataset repository the dataset is pushed to, e.g. 'user/arith-labels'"}
+    )
 
     def __post_init__(self):
+        super().__post_init__()
+        require(self, "policy", "task")
+        if self.problems_file is None and not hasattr(get_task(self.task), "generate"):
+            raise ConfigError(f"problems_file: required, task {self.task!r} has no problem generator")
         if self.samples_per_problem < 1:
             raise ValueError(f"samples_per_problem must be at least 1, got {self.samples_per_problem}")
         if self.push_to_hub and not self.hub_dataset_id:
@@ -63,14 +141,16 @@ class SampledDataConfig:
     def problems(self, task) -> list[dict]:
         """The configured problems: the dataset's rows, or the generator's level by level."""
         if self.problems_file:
-            return load_problems(task, self.problems_file, self.split, self.max_problems, self.problems_config)
+            return load_problems(
+                task, self.problems_file, self.split, self.max_problems, self.problems_config, self.seed
+            )
         return [
             p for level in self.levels for p in task.generate(self.problems_per_level, level, self.seed, self.split)
         ]
 
 
-def shard_path(output_dir: str | os.PathLike, index: int) -> Path:
-    return Path(output_dir) / SHARD_DIR / f"shard-{index:05d}.json"
+def shard_path(directory: str | os.PathLike, index: int) -> Path:
+    return Path(directory) / f"shard-{index:05d}.json"
 
 
 def split_into_shards(items: Sequence, shard_size: int) -> list[Sequence]:
@@ -82,21 +162,18 @@ def split_into_shards(items: Sequence, shard_size: int) -> list[Sequence]:
 def run_shards(
     items: Sequence,
     shard_size: int,
-    output_dir: str | os.PathLike,
+    directory: str | os.PathLike,
     compute: Callable[[int, Sequence], dict],
-    process_index: int = 0,
-    num_processes: int = 1,
+    worker: Worker = Worker(),
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Compute this process's unfinished shards; `compute(index, items)` returns ``{"rows": [...], "stats": {...}}``.
-
-    Returns the number of shards computed (not skipped) by this process.
-    """
+    """Compute `worker`'s unfinished shards into `directory`; `compute(index, items)` returns
+    ``{"rows": [...], "stats": {...}}``. Returns the number of shards computed (not skipped)."""
     shards = split_into_shards(items, shard_size)
-    mine = [i for i in range(len(shards)) if i % num_processes == process_index]
+    mine = worker.shards(len(shards))
     computed = 0
     for done, index in enumerate(mine):
-        path = shard_path(output_dir, index)
+        path = shard_path(directory, index)
         if not path.exists():
             write_json_atomic(path, compute(index, shards[index]))
             computed += 1
@@ -105,17 +182,35 @@ def run_shards(
     return computed
 
 
-def merge_shards(output_dir: str | os.PathLike, num_shards: int) -> tuple[list[dict], list[dict]]:
-    """Rows and per-shard stats of all shards, in shard order; a missing shard is an error naming it."""
+def missing_note(directory: str | os.PathLike, total: int) -> str | None:
+    """Which of the `total` shards have no file in `directory`, as a phrase; None when none."""
+    missing = [index for index in range(total) if not shard_path(directory, index).exists()]
+    return f"shard(s) {', '.join(map(str, missing))} of {total} in {directory}" if missing else None
+
+
+def merge_shards(directory: str | os.PathLike, total: int) -> tuple[list[dict], list[dict]]:
+    """Rows and per-shard stats of all `total` shards, in shard order; missing shards are an error naming them."""
+    note = missing_note(directory, total)
+    if note:
+        raise FileNotFoundError(f"missing {note}; run their jobs, or rerun without shard_index/num_shards")
     rows, stats = [], []
-    for index in range(num_shards):
-        path = shard_path(output_dir, index)
-        if not path.exists():
-            raise FileNotFoundError(f"shard {index} is missing ({path}); rerun the stage to compute it")
-        shard = json.loads(path.read_text())
+    for index in range(total):
+        shard = json.loads(shard_path(directory, index).read_text())
         rows += shard["rows"]
         stats.append(shard["stats"])
     return rows, stats
+
+
+def report_split_job(job: JobSplitConfig, missing: list[str]) -> None:
+    """Log, in a job of a split run, what is left to the other jobs (`missing`: `missing_note`s) and the merge."""
+    left = "missing " + "; ".join(missing) if missing else "every shard is done"
+    logger.info(
+        "job %d of %d computed its shards (%s); once every job has finished, rerun without "
+        "shard_index/num_shards to merge",
+        job.shard_index,
+        job.num_shards,
+        left,
+    )
 
 
 def process_state():
@@ -129,25 +224,37 @@ def process_state():
 
 
 def run_sharded_stage(
-    state, items: Sequence, shard_size: int, output_dir: str | os.PathLike, compute: Callable[[int, Sequence], dict]
+    state,
+    job: JobSplitConfig,
+    items: Sequence,
+    shard_size: int,
+    output_dir: str | os.PathLike,
+    compute: Callable[[int, Sequence], dict],
 ) -> tuple[list[dict], list[dict]] | None:
-    """`run_shards` on every process with a progress bar, then the merged rows and stats on the main process."""
+    """`run_shards` on every process with a progress bar, then the merged rows and stats on the main process
+    (None elsewhere, and in a job of a split run)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(desc=f"shards (process {state.process_index})", disable=not state.is_local_main_process)
+    worker = job.worker(state)
+    directory = Path(output_dir) / SHARD_DIR
+    total = len(split_into_shards(items, shard_size))
+    bar = tqdm(desc=f"shards (worker {worker.index})", disable=not state.is_local_main_process)
 
     def progress(done: int, total: int) -> None:
         bar.total = total
         bar.n = done
         bar.refresh()
 
-    computed = run_shards(items, shard_size, output_dir, compute, state.process_index, state.num_processes, progress)
+    computed = run_shards(items, shard_size, directory, compute, worker, progress)
     bar.close()
-    logger.info("process %d computed %d shards", state.process_index, computed)
+    logger.info("worker %d of %d computed %d shards", worker.index, worker.count, computed)
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    return merge_shards(output_dir, len(split_into_shards(items, shard_size)))
+    if job.num_shards > 1:
+        report_split_job(job, [note] if (note := missing_note(directory, total)) else [])
+        return None
+    return merge_shards(directory, total)
 
 
 def shard_totals(shard_stats: list[dict], wall_seconds: float) -> dict:
@@ -158,15 +265,16 @@ def shard_totals(shard_stats: list[dict], wall_seconds: float) -> dict:
     return {**totals, "wall_seconds": round(wall_seconds, 1), "shard_seconds": round(shard_seconds, 1)}
 
 
-def save_data_stage(config: SampledDataConfig, rows: list[dict], stats: dict, jsonl_name: str) -> dict:
+def save_data_stage(config: SampledDataConfig, engine, rows: list[dict], stats: dict, jsonl_name: str) -> dict:
     """Write a data stage's outputs: the rows as a `datasets` dataset in ``dataset/`` and an exact JSONL
-    export, ``stats.json`` with the config, then the Hub push when configured. Returns the stats."""
+    export, ``stats.json`` with the config and `engine` settings, then the Hub push when configured.
+    Returns the stats."""
     from datasets import Dataset
 
     output_dir = Path(config.output_dir)
     Dataset.from_list(rows).save_to_disk(str(output_dir / "dataset"))
     write_text_atomic(output_dir / jsonl_name, "".join(json.dumps(row) + "\n" for row in rows))
-    stats["config"] = config_to_dict(config)
+    stats["config"] = config_to_dict(config, engine)
     write_json_atomic(output_dir / "stats.json", stats)
     if config.push_to_hub:
         push_dataset(config.output_dir, config.hub_dataset_id)

@@ -1,6 +1,6 @@
 """Stepwise rows → verifier training features, with the tokenization inference uses.
 
-Every row of the stepwise format (DESIGN.md §3) becomes ``input_ids``, the positions of its scored
+Every row of the stepwise format (docs/design.md, *Data formats*) becomes ``input_ids``, the positions of its scored
 tokens and a float label per position (`encode_many` from ``ponder.inference.step_format``: the
 labelled token in training is the scored token at inference). A PRM is labelled at each step, an ORM
 once, at the end of the solution, with whether the answer was right.

@@ -31,11 +31,16 @@ class Task(Protocol):
     def problem_from_row(self, row: dict, index: int) -> dict: ...
 
 
-def split_on_delimiter(text: str, delimiter: str) -> list[str]:
-    """Steps of a solution; one trailing delimiter is ignored, empty steps inside are kept."""
+def split_on_delimiter(text: str, delimiter: str, keep_empty: bool = False) -> list[str]:
+    """Steps of a solution; one trailing delimiter is ignored.
+
+    Empty or whitespace-only steps (a run of delimiters, as in ``"\n\n\n\n"``) are dropped, so no
+    step is blank and none holds the delimiter; `keep_empty` keeps them, for judging a text as written.
+    """
     if text.endswith(delimiter):
         text = text[: -len(delimiter)]
-    return text.split(delimiter) if text else []
+    steps = text.split(delimiter) if text else []
+    return steps if keep_empty else [step for step in steps if step.strip()]
 
 
 def problem_row(row: dict, index: int, question_key: str, answer) -> dict:

@@ -123,11 +123,11 @@ def diagnose(problem: str, text: str) -> StepError | None:
 
     Only the steps that are written are judged: a correct but unfinished prefix returns None (a
     search can score partial solutions with it); `grade` decides whether a solution is finished and
-    right.
+    right. The text is judged as written: a blank line is a step of the wrong format.
     """
     parsed = parse_problem(problem)
     previous, values = parsed.first, parsed.values()
-    for index, step in enumerate(split_steps(text)):
+    for index, step in enumerate(split_on_delimiter(text, STEP_DELIMITER, keep_empty=True)):
         if index < len(parsed.ops):
             match = _STEP_RE.match(step)
             if match is None or any(len(match.group(g)) != parsed.width for g in (1, 3, 4)):
@@ -151,7 +151,7 @@ def diagnose(problem: str, text: str) -> StepError | None:
 
 
 def split_steps(text: str) -> list[str]:
-    """Steps of a solution; one trailing delimiter is ignored, empty steps inside are kept."""
+    """Steps of a solution; one trailing delimiter is ignored, empty steps are dropped."""
     return split_on_delimiter(text, STEP_DELIMITER)
 
 
