@@ -152,7 +152,7 @@ def stage_dataclasses(stage: str) -> tuple | None:
     return parsed.value.args[0]
 
 
-RECIPES = sorted(p for p in Path("recipes").glob("*/*.yaml") if p.stem != "accelerate")
+RECIPES = sorted(p for p in Path("recipes").glob("*/*.yaml") if not p.stem.startswith("accelerate"))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[f"{p.parent.name}/{p.stem}" for p in RECIPES])
@@ -166,7 +166,7 @@ def test_every_shipped_recipe_parses_into_its_stage(recipe):
     assert output_dir.startswith(f"outputs/{recipe.parent.name}/")
 
 
-PARSING_STAGES = ["policy", "label", "prm", "orm", "revisions", "revision", "revision_samples", "evaluate"]
+PARSING_STAGES = ["model", "policy", "label", "prm", "orm", "revisions", "revision", "revision_samples", "evaluate"]
 
 
 def test_every_stage_that_takes_a_recipe_is_checked():
@@ -185,6 +185,7 @@ def test_every_key_of_every_stage_has_help(stage):
 @pytest.mark.parametrize(
     ("stage", "missing"),
     [
+        ("model", "gguf_file"),
         ("label", "policy, task"),
         ("revisions", "policy, task"),
         ("revision_samples", "policy, task"),

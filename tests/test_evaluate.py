@@ -130,7 +130,7 @@ def test_split_jobs_merge_into_the_report_of_one_run_and_resume_inside_a_strateg
     small_policy, revision_checkpoint, tmp_path, monkeypatch
 ):
     args = TINY + ["--policy", str(small_policy), "--revision", str(revision_checkpoint), "--problems_per_level", "6",
-                   "--shard_size", "2", "--strategies", "bon_weighted", "beam_m2", "revision_l2"]  # fmt: skip
+                   "--shard_size", "2", "--strategies", "bon_weighted", "revision_l2"]  # fmt: skip
     single = evaluate_stage.main(args + ["--output_dir", str(tmp_path / "single")])
     split = tmp_path / "split"
     for index in (1, 0):  # 6 problems in shards of 2: job 0 of 2 takes shards 0 and 2, job 1 shard 1
@@ -143,7 +143,7 @@ def test_split_jobs_merge_into_the_report_of_one_run_and_resume_inside_a_strateg
     assert (split / "rows.jsonl").read_text() == (tmp_path / "single" / "rows.jsonl").read_text()
 
     # a run killed inside a strategy run computes only that run's missing shard again
-    (split / "runs" / "beam_n4_w2" / "shard-00001.json").unlink()
+    (split / "runs" / "bon_n4" / "shard-00001.json").unlink()
     executed = []
     execute = evaluate_stage.execute
 
@@ -154,7 +154,7 @@ def test_split_jobs_merge_into_the_report_of_one_run_and_resume_inside_a_strateg
     monkeypatch.setattr(evaluate_stage, "execute", counted)
     resumed = evaluate_stage.main(args + ["--output_dir", str(split)])
     problems = get_task("arith").generate(6, level=1, seed=0)
-    assert executed == [("beam_n4_w2", [p["id"] for p in problems[2:4]])]
+    assert executed == [("bon_n4", [p["id"] for p in problems[2:4]])]
     assert resumed["accuracy"] == single["accuracy"]
 
 
@@ -187,7 +187,6 @@ def test_the_models_of_an_evaluation_share_the_gpu_and_load_on_its_device(monkey
     assert all(used is engine and device == "cuda:1" for _, used, device in loaded)
 
 
-@pytest.mark.slow
 def test_two_processes_write_the_report_of_one(small_policy, tmp_path):
     args = TINY + ["--policy", str(small_policy), "--shard_size", "3", "--strategies", "bon_weighted", "beam_m2"]
     single = evaluate_stage.main(args + ["--output_dir", str(tmp_path / "single")])

@@ -6,6 +6,7 @@ import importlib
 import sys
 
 STAGES = {
+    "model": ("ponder.training.model", "a checkpoint folder from a GGUF file (a path or a file in a Python package)"),
     "policy": ("ponder.training.policy", "train a toy policy from scratch (toy world)"),
     "label": ("ponder.training.labels", "Monte-Carlo-rollout PRM labels from the policy's own samples"),
     "prm": ("ponder.training.prm", "fine-tune a process reward model on stepwise labels"),

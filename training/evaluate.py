@@ -217,8 +217,10 @@ class EvaluateConfig(JobSplitConfig):
     )
     shard_size: int = field(
         default=32,
-        metadata={"help": "test problems per shard: the unit of resuming and of splitting between processes "
-                  "and jobs, each shard drawing from its own seed (changing it changes the samples)"},
+        metadata={
+            "help": "test problems per shard: the unit of resuming and of splitting between processes "
+            "and jobs, each shard drawing from its own seed (changing it changes the samples)"
+        },
     )
     strategies: list[str] = field(
         default_factory=lambda: list(DEFAULT_STRATEGIES),

@@ -35,8 +35,12 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def write_recipe(output_dir: str | os.PathLike, *configs: Any) -> None:
+    """Write `recipe.yaml`: the configuration that made the checkpoint."""
+    write_text_atomic(Path(output_dir) / RECIPE_FILE, yaml.safe_dump(config_to_dict(*configs), sort_keys=True))
+
+
 def write_checkpoint_metadata(output_dir: str | os.PathLike, metadata: dict, *configs: Any) -> None:
     """Write `ponder.json` (how to use the checkpoint) and `recipe.yaml` (the config that made it)."""
     write_json_atomic(Path(output_dir) / METADATA_FILE, metadata)
-    recipe = config_to_dict(*configs)
-    write_text_atomic(Path(output_dir) / RECIPE_FILE, yaml.safe_dump(recipe, sort_keys=True))
+    write_recipe(output_dir, *configs)

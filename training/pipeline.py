@@ -1,10 +1,12 @@
 """`ponder pipeline DIR`: run a recipe folder's stages in order, skipping stages already complete.
 
 Each stage `S` with a recipe `DIR/S.yaml` runs as ``python -m ponder.training.S --config DIR/S.yaml
---output_dir OUT/S`` (through ``accelerate launch`` when the folder holds `accelerate.yaml` and the
-stage trains). A stage counts as complete once it exits cleanly and `OUT/S/stage_complete.json` is
-written, so a rerun after a crash resumes at the first unfinished stage (and a stage that writes
-shards resumes inside itself).
+--output_dir OUT/S``, through ``accelerate launch`` with `DIR/accelerate-S.yaml` when the folder holds
+one, else with `DIR/accelerate.yaml` when it holds that and the stage trains or shards data. A
+DeepSpeed launch on a machine without a GPU gets ``DS_ACCELERATOR=cpu`` (DeepSpeed's CPU
+accelerator) unless the environment sets it. A stage counts as complete once it exits cleanly and
+`OUT/S/stage_complete.json` is written, so a rerun after a crash resumes at the first unfinished
+stage (and a stage that writes shards resumes inside itself).
 
 Recipes name their inputs by the folder's default outputs (``outputs/toy/policy``); when the
 pipeline writes elsewhere (``--output_dir``), every recipe value under ``outputs/<folder name>/``
@@ -16,23 +18,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import torch
+
 from ponder.training.cli import STAGES
 from ponder.training.configs import load_yaml
 from ponder.training.outputs import write_json_atomic
 
-STAGE_ORDER = ["policy", "label", "prm", "orm", "revisions", "revision", "evaluate"]
+STAGE_ORDER = ["model", "policy", "label", "prm", "orm", "revisions", "revision", "evaluate"]
 DISTRIBUTED_STAGES = {"policy", "label", "prm", "orm", "revisions", "revision"}
 COMPLETE_MARKER = "stage_complete.json"
 
 
+def launch_config(recipe_dir: Path, stage: str) -> Path | None:
+    """The accelerate config that launches `stage`: the folder's ``accelerate-<stage>.yaml``, else its
+    ``accelerate.yaml`` for a stage that trains or shards data, else None (a plain process)."""
+    own, shared = recipe_dir / f"accelerate-{stage}.yaml", recipe_dir / "accelerate.yaml"
+    if own.exists():
+        return own
+    return shared if shared.exists() and stage in DISTRIBUTED_STAGES else None
+
+
+def stage_environment(config: Path | None) -> dict[str, str]:
+    """Variables a launch with `config` adds to the environment: DeepSpeed's CPU accelerator without a GPU."""
+    uses_deepspeed = config is not None and load_yaml(config).get("distributed_type") == "DEEPSPEED"
+    if uses_deepspeed and not torch.cuda.is_available() and "DS_ACCELERATOR" not in os.environ:
+        return {"DS_ACCELERATOR": "cpu"}
+    return {}
+
+
 def stage_command(stage: str, recipe: Path, output_dir: Path, accelerate_config: Path | None) -> list[str]:
     """The command line that runs one stage."""
-    if accelerate_config is not None and stage in DISTRIBUTED_STAGES:
+    if accelerate_config is not None:
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
     else:
         launcher = [sys.executable]
@@ -71,7 +93,6 @@ def run_pipeline(recipe_dir: Path, output_root: Path, settings: list[str] = ()) 
     if not stages:
         raise SystemExit(f"{recipe_dir}: no stage recipes found (expected some of {', '.join(STAGE_ORDER)} .yaml)")
     overrides = parse_overrides(list(settings), stages)
-    accelerate_config = recipe_dir / "accelerate.yaml"
     default_root = Path("outputs") / recipe_dir.resolve().name
     record = {}
     for number, stage in enumerate(stages, 1):
@@ -82,14 +103,17 @@ def run_pipeline(recipe_dir: Path, output_root: Path, settings: list[str] = ()) 
             record[stage] = json.loads(marker.read_text()) | {"skipped": True}
             continue
         recipe = recipe_dir / f"{stage}.yaml"
-        command = stage_command(stage, recipe, output_dir, accelerate_config if accelerate_config.exists() else None)
+        config = launch_config(recipe_dir, stage)
+        command = stage_command(stage, recipe, output_dir, config)
         command += redirected_inputs(recipe, default_root, output_root) + overrides.get(stage, [])
-        print(f"[{number}/{len(stages)}] {stage}: {' '.join(command)}", flush=True)
+        environment = stage_environment(config)
+        shown = [f"{key}={value}" for key, value in environment.items()] + command
+        print(f"[{number}/{len(stages)}] {stage}: {' '.join(shown)}", flush=True)
         start = time.monotonic()
-        result = subprocess.run(command)
+        result = subprocess.run(command, env=os.environ | environment)
         if result.returncode != 0:
             raise SystemExit(f"stage {stage!r} failed with exit code {result.returncode}; rerun to resume")
-        record[stage] = {"command": command, "seconds": round(time.monotonic() - start, 1)}
+        record[stage] = {"command": command, "environment": environment, "seconds": round(time.monotonic() - start, 1)}
         write_json_atomic(marker, record[stage])
     return record
 

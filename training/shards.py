@@ -55,8 +55,10 @@ class JobSplitConfig:
     )
     num_shards: int = field(
         default=1,
-        metadata={"help": "jobs that split the stage (each launched with the same process count); with more than "
-                  "1 a job only computes its shards, and a later run with 1 merges them"},
+        metadata={
+            "help": "jobs that split the stage (each launched with the same process count); with more than "
+            "1 a job only computes its shards, and a later run with 1 merges them"
+        },
     )
 
     def __post_init__(self):
