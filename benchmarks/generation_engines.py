@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ponder.inference.engine import EngineConfig
 from ponder.inference.generation import HFGenerator, SamplingParams, VLLMGenerator, chat_prompt
 from ponder.inference.tasks import get_task
-from ponder.training.outputs import write_json_atomic
+from ponder.training.core.outputs import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results" / "generation_engines.json"
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.tasks import get_task
-from ponder.training.label_quality import agreement, oracle_step_labels
-from ponder.training.outputs import write_json_atomic
-from ponder.training.rollout_labels import RolloutLabeller, Sample, stepwise_row
+from ponder.training.core.outputs import write_json_atomic
+from ponder.training.labelling.quality import agreement, oracle_step_labels
+from ponder.training.labelling.rollouts import RolloutLabeller, Sample, stepwise_row
 
 RESULTS = Path(__file__).parent / "results" / "labels.json"
 

@@ -19,7 +19,7 @@ from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.search import SearchSetup, beam_search, best_of_n, dvts
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import OracleVerifier
-from ponder.training.outputs import write_json_atomic
+from ponder.training.core.outputs import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results" / "oracle_search.json"
 BUDGETS = [1, 4, 16, 64]

@@ -25,7 +25,7 @@ from ponder.inference.search import SearchSetup, beam_search
 from ponder.inference.step_format import StepFormat
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import HFVerifier, OracleVerifier
-from ponder.training.outputs import write_json_atomic
+from ponder.training.core.outputs import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results" / "search.json"
 

@@ -19,7 +19,7 @@ from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.search import SearchSetup, beam_search
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import load_verifier
-from ponder.training.outputs import write_json_atomic
+from ponder.training.core.outputs import write_json_atomic
 
 RESULTS = Path(__file__).parent / "results" / "shared_prefixes.json"
 

@@ -18,7 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ponder.inference.step_format import StepFormat
 from ponder.inference.verifiers import HFVerifier
-from ponder.training.toy import build_tokenizer
+from ponder.training.toy.model import build_tokenizer
 
 
 def peak_gib() -> float:

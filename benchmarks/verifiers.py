@@ -21,8 +21,8 @@ from pathlib import Path
 from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import load_verifier
-from ponder.training.outputs import write_json_atomic
-from ponder.training.verifier_eval import judge, sample_problems
+from ponder.training.core.outputs import write_json_atomic
+from ponder.training.verifiers.judging import judge, sample_problems
 
 RESULTS = Path(__file__).parent / "results" / "verifiers.json"
 

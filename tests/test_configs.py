@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 
 from ponder.training.cli import STAGES
-from ponder.training.configs import ConfigError, RecipeParser, parse_config
+from ponder.training.core.configs import ConfigError, RecipeParser, parse_config
 
 
 @dataclass

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from ponder.training import configs
 from ponder.training.cli import STAGES
+from ponder.training.core import configs
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]

@@ -110,7 +110,7 @@ def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_c
 
 
 def test_seq_par_table_groups_revision_rows_by_budget_strategy_and_level():
-    from ponder.training.evaluate_report import seq_par_markdown, seq_par_table
+    from ponder.training.reporting.report import seq_par_markdown, seq_par_table
 
     rows = [
         {"strategy": strategy, "budget": budget, "level": level, "correct": correct}

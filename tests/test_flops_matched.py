@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ponder.training.flops_matched import compare, matched_generations, verifier_cost
+from ponder.training.reporting.flops_matched import compare, matched_generations, verifier_cost
 
 
 @pytest.mark.parametrize(("ratio", "expected"), [(0.16, 257.75), (0.79, 63.4), (22.0, 15.8)])

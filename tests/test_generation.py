@@ -16,7 +16,7 @@ from ponder.inference.generation import (
     vllm_completion,
 )
 from ponder.inference.metrics import majority_answer, pass_at_k
-from ponder.training.toy import build_model, build_tokenizer
+from ponder.training.toy.model import build_model, build_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,13 @@ from safetensors.torch import load as load_safetensors
 from transformers import LlamaForSequenceClassification, LlamaForTokenClassification, TrainingArguments
 
 from ponder.inference.revision import RevisionFormat
-from ponder.training.cards import model_card
-from ponder.training.hub import main as push_main
-from ponder.training.hub import push_checkpoint
-from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
+from ponder.training.core.hub import push_checkpoint
+from ponder.training.core.outputs import write_checkpoint_metadata, write_json_atomic
 from ponder.training.policy import main as train_policy
-from ponder.training.prm import VerifierConfig
-from ponder.training.toy import build_model, build_tokenizer
+from ponder.training.push import main as push_main
+from ponder.training.reporting.cards import model_card
+from ponder.training.toy.model import build_model, build_tokenizer
+from ponder.training.verifiers.stage import VerifierConfig
 
 TOKEN = "hf_" + "Qx7" * 11 + "Z"  # shaped like a real token (hf_ + 34 characters)
 REPO = r"(?P<type>model|dataset)s/(?P<repo>[^/]+/[^/]+)"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ponder.training.label_formats import BadRowError, convert_file, from_math_shepherd, from_prm800k
+from ponder.training.labelling.formats import BadRowError, convert_file, from_math_shepherd, from_prm800k
 
 FORMATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "formats"
 needs_data = pytest.mark.skipif(not FORMATS.exists(), reason="../shared/data/formats is not here")

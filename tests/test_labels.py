@@ -14,10 +14,10 @@ from datasets import load_from_disk
 
 from ponder.inference.generation import Completion, EngineConfig, make_generator
 from ponder.inference.tasks import get_task
-from ponder.training.label_quality import agreement
+from ponder.training.labelling.quality import agreement
+from ponder.training.labelling.rollouts import RolloutLabeller, Sample, stepwise_row, success_stages
 from ponder.training.labels import LabelConfig
-from ponder.training.rollout_labels import RolloutLabeller, Sample, stepwise_row, success_stages
-from ponder.training.verifier_data import check_row
+from ponder.training.verifiers.data import check_row
 
 task = get_task("arith")
 PROBLEMS = task.generate(6, level=1, seed=3, split="train")
@@ -155,14 +155,17 @@ def test_two_processes_and_resume_after_kill_give_the_same_dataset(small_policy,
 
 
 def test_push_to_hub_sends_the_merged_dataset_with_its_stats(small_policy, tmp_path, monkeypatch):
-    from ponder.training import labels, shards
+    from ponder.training import labels
+    from ponder.training.core import shards
 
     pushed = []
 
     def record_push(folder, repo_id):
         pushed.append((repo_id, json.loads((Path(folder) / "stats.json").read_text())["rows"]))
 
-    monkeypatch.setattr(shards, "push_dataset", record_push)  # ponder.training.hub.push_dataset; tested in test_hub
+    monkeypatch.setattr(
+        shards, "push_dataset", record_push
+    )  # ponder.training.core.hub.push_dataset; tested in test_hub
     args = stage_args(small_policy, tmp_path, "--push_to_hub", "true", "--hub_dataset_id", "me/arith-labels")
     stats = labels.main(args[2:])  # in this process: the Hub is the only thing mocked
     assert pushed == [("me/arith-labels", stats["rows"])] and stats["rows"] > 0

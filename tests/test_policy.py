@@ -59,7 +59,7 @@ def test_earlier_turns_train_every_answer_after_the_chat_before_it():
     only answers and their EOS carry loss; chats too long for the positions lose their oldest turns."""
     from ponder.inference.tasks.arith import ArithTask
     from ponder.training.policy import SolutionStream
-    from ponder.training.toy import build_tokenizer
+    from ponder.training.toy.model import build_tokenizer
 
     tokenizer = build_tokenizer(model_max_length=1024)
     stream = SolutionStream(tokenizer, [2, 4], [1, 2], seed=0, batch_size=4, group=1, earlier_turns=(2, 2))

@@ -13,9 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ponder.inference.step_format import StepFormat, encode_many
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import HFVerifier, load_verifier
-from ponder.training.lora import ADAPTER_DIR
-from ponder.training.prm import VerifierConfig
+from ponder.training.core.lora import ADAPTER_DIR
 from ponder.training.prm import main as train_prm
+from ponder.training.verifiers.stage import VerifierConfig
 
 
 def stepwise_rows(count: int) -> list[dict]:
@@ -114,7 +114,7 @@ def test_lora_adapter_is_saved_and_the_merged_model_scores_alike(small_policy, d
     assert (tmp_path / ADAPTER_DIR / "adapter_config.json").exists()
     merged = load_verifier(tmp_path)
     config = VerifierConfig(dataset=str(dataset), model_name_or_path=str(small_policy), task="arith")
-    from ponder.training.prm import load_model
+    from ponder.training.verifiers.stage import load_model
 
     base = load_model(config, merged.tokenizer)
     unmerged = PeftModel.from_pretrained(base, tmp_path / ADAPTER_DIR)
@@ -216,8 +216,8 @@ def test_eval_only_judges_a_saved_checkpoint(small_policy, dataset, resumed, tmp
 
 def test_likelihood_prm_is_trained_on_the_scores_the_likelihood_verifier_reads(small_policy, dataset, tmp_path):
     """head likelihood: the training-time step probability of a solution is the saved verifier's score of it."""
-    from ponder.training.verifier_data import build_features
-    from ponder.training.verifier_trainer import StepCollator, step_log_likelihoods
+    from ponder.training.verifiers.data import build_features
+    from ponder.training.verifiers.trainer import StepCollator, step_log_likelihoods
 
     train_prm(prm_args(small_policy, dataset, tmp_path, "--head", "likelihood", "--label_type", "hard",
                        "--aggregation", "min", "--oracle_eval_policy", ""))  # fmt: skip

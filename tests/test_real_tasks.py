@@ -156,9 +156,9 @@ def test_runs_of_delimiters_and_blank_steps_are_dropped_when_splitting(name):
 
 
 def test_max_problems_is_a_seeded_sample_of_the_file_in_file_order(tmp_path):
+    from ponder.training.core.problems import load_problems
+    from ponder.training.core.shards import SampledDataConfig
     from ponder.training.evaluate import EvaluateConfig
-    from ponder.training.problems import load_problems
-    from ponder.training.shards import SampledDataConfig
 
     path = tmp_path / "ordered.jsonl"  # ordered like MATH's train split: the first rows are one kind
     path.write_text("".join(json.dumps({"problem": f"q{i}", "answer": str(i)}) + "\n" for i in range(100)))
@@ -189,7 +189,7 @@ def test_real_tasks_need_no_training_stack():
 
 
 def test_dataset_rows_become_problems_and_a_bad_row_is_named(tmp_path):
-    from ponder.training.problems import load_problems
+    from ponder.training.core.problems import load_problems
 
     math_rows = {row["unique_id"]: row for row in read_jsonl(DATA / "math500" / "test.jsonl")}
     problems = load_problems(get_task("math"), str(DATA / "math500" / "test.jsonl"), limit=3)

@@ -22,9 +22,9 @@ from ponder.inference.revision import (
 )
 from ponder.inference.strategies import Strategy, execute, load_tools, plan_runs
 from ponder.inference.tasks import get_task
+from ponder.training.core.sft_examples import chat_example
 from ponder.training.revisions import RevisionsConfig, build_trajectories, revisions_shard
-from ponder.training.sft_examples import chat_example
-from ponder.training.toy import build_tokenizer
+from ponder.training.toy.model import build_tokenizer
 
 FMT = RevisionFormat("Again: {problem}", context_window=4)
 CORRECT = "1+2=3\nAnswer: 3"

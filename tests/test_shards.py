@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ponder.training.shards import JobSplitConfig, Worker, merge_shards, run_shards
+from ponder.training.core.shards import JobSplitConfig, Worker, merge_shards, run_shards
 
 
 def test_jobs_times_processes_partition_the_shards():

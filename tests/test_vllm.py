@@ -18,7 +18,7 @@ from transformers import LlamaForTokenClassification  # noqa: E402
 from ponder.inference.engine import EngineConfig  # noqa: E402
 from ponder.inference.generation import HFGenerator, SamplingParams, VLLMGenerator, chat_prompt  # noqa: E402
 from ponder.inference.verifiers import METADATA_FILE, HFVerifier, VLLMVerifier, load_verifier  # noqa: E402
-from ponder.training.toy import build_model, build_tokenizer  # noqa: E402
+from ponder.training.toy.model import build_model, build_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 ENGINE = EngineConfig(backend="vllm", dtype="float32", enforce_eager=True)

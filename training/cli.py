@@ -17,7 +17,7 @@ STAGES = {
     "evaluate": ("ponder.training.evaluate", "strategies x budgets on test problems, difficulty bins, compute-optimal"),
     "pipeline": ("ponder.training.pipeline", "run a recipe folder's stages in order, resuming finished ones"),
     "convert-gguf": ("ponder.inference.gguf", "turn a GGUF model file into a Hugging Face checkpoint folder"),
-    "push": ("ponder.training.hub", "upload a checkpoint (with a model card) or a dataset folder to the Hub"),
+    "push": ("ponder.training.push", "upload a checkpoint (with a model card) or a dataset folder to the Hub"),
 }
 
 

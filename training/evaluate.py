@@ -8,7 +8,7 @@ Test problems are cut into shards of `shard_size`. Every part below that runs mo
 shard from the shard's own seed and writes each shard's rows atomically to
 ``runs/<part>/shard-NNNNN.json``, so a rerun skips finished shards, even inside a strategy run, and
 the rows do not depend on how the work is split: under `accelerate launch` each process takes its
-own shards, and the jobs of a split run (`shard_index`/`num_shards`, `ponder.training.shards`)
+own shards, and the jobs of a split run (`shard_index`/`num_shards`, `ponder.training.core.shards`)
 take theirs and stop after the sweep (steps 1–2); a run without a split then merges, checks and
 reports. The main process merges the shards into the one report.
 
@@ -71,13 +71,11 @@ from ponder.inference.strategies import (
     power_of_two_budgets,
 )
 from ponder.inference.tasks import TASK_NAMES, get_task
-from ponder.training.configs import ConfigError, config_to_dict, parse_config, require
-from ponder.training.evaluate_report import build_report, write_report
-from ponder.training.flops_matched import greedy_rows, pretraining_record
-from ponder.training.logs import setup_logging
-from ponder.training.outputs import write_json_atomic, write_text_atomic
-from ponder.training.problems import load_problems
-from ponder.training.shards import (
+from ponder.training.core.configs import ConfigError, config_to_dict, parse_config, require
+from ponder.training.core.logs import setup_logging
+from ponder.training.core.outputs import write_json_atomic, write_text_atomic
+from ponder.training.core.problems import load_problems
+from ponder.training.core.shards import (
     JobSplitConfig,
     Worker,
     merge_shards,
@@ -87,6 +85,8 @@ from ponder.training.shards import (
     run_shards,
     split_into_shards,
 )
+from ponder.training.reporting.flops_matched import greedy_rows, pretraining_record
+from ponder.training.reporting.report import build_report, write_report
 
 logger = logging.getLogger(__name__)
 

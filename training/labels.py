@@ -5,7 +5,7 @@
         --config recipes/toy/label.yaml
 
 Problems are cut into shards; under `accelerate launch` each process labels its own shards (several
-jobs split them with `shard_index`/`num_shards`: `ponder.training.shards`), and the main process
+jobs split them with `shard_index`/`num_shards`: `ponder.training.core.shards`), and the main process
 merges them into a `datasets` dataset in the stepwise format (docs/design.md, *Data formats*), saved to disk, with an
 exact JSONL export (`labels.jsonl`) and `stats.json`. Finished shards are kept, so a rerun after a
 crash resumes and ends with the same dataset as an uninterrupted run.
@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from ponder.inference.engine import EngineConfig
 from ponder.inference.generation import make_generator
 from ponder.inference.tasks import get_task
-from ponder.training.configs import parse_config
-from ponder.training.label_quality import agreement
-from ponder.training.logs import setup_logging
-from ponder.training.rollout_labels import MODES, RolloutLabeller, stepwise_row
-from ponder.training.shards import (
+from ponder.training.core.configs import parse_config
+from ponder.training.core.logs import setup_logging
+from ponder.training.core.shards import (
     SampledDataConfig,
     process_state,
     run_sharded_stage,
     save_data_stage,
     shard_totals,
 )
+from ponder.training.labelling.quality import agreement
+from ponder.training.labelling.rollouts import MODES, RolloutLabeller, stepwise_row
 
 logger = logging.getLogger(__name__)
 AFTER_FIRST_ZERO = ("keep", "drop")

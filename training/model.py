@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.inference.gguf import gguf_to_checkpoint
-from ponder.training.configs import ConfigError, parse_config, require
-from ponder.training.logs import setup_logging
-from ponder.training.outputs import write_recipe
+from ponder.training.core.configs import ConfigError, parse_config, require
+from ponder.training.core.logs import setup_logging
+from ponder.training.core.outputs import write_recipe
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from transformers import TrainingArguments
 
-from ponder.training.configs import parse_config
-from ponder.training.logs import setup_logging
-from ponder.training.prm import VerifierConfig, run_verifier_stage
+from ponder.training.core.configs import parse_config
+from ponder.training.core.logs import setup_logging
+from ponder.training.verifiers.stage import VerifierConfig, run_verifier_stage
 
 
 def main(argv: list[str] | None = None) -> dict:

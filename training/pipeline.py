@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from ponder.training.cli import STAGES
-from ponder.training.configs import load_yaml
-from ponder.training.outputs import write_json_atomic
+from ponder.training.core.configs import load_yaml
+from ponder.training.core.outputs import write_json_atomic
 
 STAGE_ORDER = ["model", "policy", "label", "prm", "orm", "revisions", "revision", "evaluate"]
 DISTRIBUTED_STAGES = {"policy", "label", "prm", "orm", "revisions", "revision"}

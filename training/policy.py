@@ -31,13 +31,13 @@ from transformers import (
 )
 
 from ponder.inference.tasks.arith import LEVELS, NUMBER_WIDTH, ArithTask, Level, in_test_split, sample_problem
-from ponder.training.configs import ConfigError, parse_config
-from ponder.training.finish import finish, judge_only, train
-from ponder.training.logs import setup_logging
-from ponder.training.policy_eval import evaluate_policy
-from ponder.training.sft_examples import multi_turn_example
-from ponder.training.toy import build_model, build_tokenizer
-from ponder.training.trainer_push import HubPush
+from ponder.training.core.configs import ConfigError, parse_config
+from ponder.training.core.finish import finish, judge_only, train
+from ponder.training.core.logs import setup_logging
+from ponder.training.core.sft_examples import multi_turn_example
+from ponder.training.core.trainer_push import HubPush
+from ponder.training.toy.judging import evaluate_policy
+from ponder.training.toy.model import build_model, build_tokenizer
 
 logger = logging.getLogger(__name__)
 

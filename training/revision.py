@@ -28,14 +28,14 @@ from trl import SFTConfig, SFTTrainer
 
 from ponder.inference.revision import RevisionFormat, load_revision_format
 from ponder.inference.tasks import TASK_NAMES, get_task
-from ponder.training.configs import ConfigError, parse_config, require
-from ponder.training.finish import finish, judge_only, train
-from ponder.training.logs import setup_logging
-from ponder.training.lora import LoraSettings, with_lora
-from ponder.training.prm import load_rows, split_by_problem
-from ponder.training.revision_eval import judge_revisions
-from ponder.training.sft_examples import chat_example
-from ponder.training.trainer_push import HubPush
+from ponder.training.core.configs import ConfigError, parse_config, require
+from ponder.training.core.finish import finish, judge_only, train
+from ponder.training.core.logs import setup_logging
+from ponder.training.core.lora import LoraSettings, with_lora
+from ponder.training.core.rows import load_rows, split_by_problem
+from ponder.training.core.sft_examples import chat_example
+from ponder.training.core.trainer_push import HubPush
+from ponder.training.revising.judging import judge_revisions
 
 logger = logging.getLogger(__name__)
 

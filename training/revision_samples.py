@@ -26,9 +26,9 @@ from ponder.inference.engine import EngineConfig
 from ponder.inference.generation import make_generator
 from ponder.inference.revision import load_revision_format, run_chains, verifier_question
 from ponder.inference.tasks import get_task
-from ponder.training.configs import parse_config
-from ponder.training.logs import setup_logging
-from ponder.training.shards import (
+from ponder.training.core.configs import parse_config
+from ponder.training.core.logs import setup_logging
+from ponder.training.core.shards import (
     SampledDataConfig,
     process_state,
     run_sharded_stage,

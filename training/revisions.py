@@ -34,9 +34,9 @@ from ponder.inference.engine import EngineConfig
 from ponder.inference.generation import make_generator
 from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, prompt_room, run_chains
 from ponder.inference.tasks import get_task
-from ponder.training.configs import parse_config
-from ponder.training.logs import setup_logging
-from ponder.training.shards import (
+from ponder.training.core.configs import parse_config
+from ponder.training.core.logs import setup_logging
+from ponder.training.core.shards import (
     SampledDataConfig,
     process_state,
     run_sharded_stage,

@@ -8,8 +8,8 @@ from pathlib import Path
 from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy
 
-from ponder.training.hub import push_checkpoint
-from ponder.training.outputs import write_checkpoint_metadata
+from ponder.training.core.hub import push_checkpoint
+from ponder.training.core.outputs import write_checkpoint_metadata
 
 
 class HubPush(TrainerCallback):

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ponder.inference.verifiers import METADATA_FILE
-from ponder.training.configs import config_to_dict
+from ponder.training.core.configs import config_to_dict
 
 RECIPE_FILE = "recipe.yaml"
 

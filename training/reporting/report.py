@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ponder.inference.difficulty import Binning
 from ponder.inference.strategies import Strategy
-from ponder.training.flops_matched import compare as flops_matched_comparison
-from ponder.training.flops_matched import verifier_cost
-from ponder.training.outputs import write_json_atomic, write_text_atomic
+from ponder.training.core.outputs import write_json_atomic, write_text_atomic
+from ponder.training.reporting.flops_matched import compare as flops_matched_comparison
+from ponder.training.reporting.flops_matched import verifier_cost
 
 REFERENCE = "bon_weighted"
 FLOPS_MATCHED_NOTE = "not run: set `large_policy` to a larger policy trained on the same data"

@@ -1,6 +1,6 @@
 """The verifier trainer: a `transformers.Trainer` that learns a score at chosen token positions.
 
-Features come from `ponder.training.verifier_data` (``input_ids``, scored ``positions``, float
+Features come from `ponder.training.verifiers.data` (``input_ids``, scored ``positions``, float
 ``labels``). Heads:
 
 - ``token_classification``: logits of `AutoModelForTokenClassification` at the positions; one logit

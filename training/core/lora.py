@@ -49,4 +49,3 @@ def merge_adapter(base_model, output_dir: Path) -> None:
 
     merged = PeftModel.from_pretrained(base_model, Path(output_dir) / ADAPTER_DIR).merge_and_unload()
     merged.save_pretrained(output_dir)
-

@@ -1,11 +1,8 @@
-"""Hub uploads: `ponder push` for checkpoint folders (with a model card) and saved datasets (with a dataset card).
+"""Hub uploads of checkpoint folders (with a model card) and saved datasets (with a dataset card).
 
-    ponder push outputs/toy/prm --repo-id ORG/toy-prm [--private] [--revision BRANCH | --create-pr]
-    ponder push outputs/toy/label --repo-id ORG/toy-labels     # a saved `datasets` folder pushes as a dataset
-
-A checkpoint push writes the model card (``README.md``, `ponder.training.cards`) into the folder and uploads an
-allow-list of files: safetensors weights, configs, tokenizer files, ``ponder.json``, the recipe, eval results, PNG
-plots and the card. Optimizer, scheduler and RNG states, ``training_args.bin`` (a pickle that holds ``hub_token``
+A checkpoint push writes the model card (``README.md``, `ponder.training.reporting.cards`) into the folder and uploads
+an allow-list of files: safetensors weights, configs, tokenizer files, ``ponder.json``, the recipe, eval results,
+PNG plots and the card. Optimizer, scheduler and RNG states, ``training_args.bin`` (a pickle that holds ``hub_token``
 when one is set), DeepSpeed ``global_step*`` and ``checkpoint-*`` folders are never uploaded, and a push stops
 before contacting the Hub if a file it would upload holds a Hugging Face token. The token is huggingface_hub's
 business (``HF_TOKEN`` or ``hf auth login``; a training run may pass its ``hub_token``); ponder never writes it.
@@ -13,7 +10,6 @@ business (``HF_TOKEN`` or ``hf auth login``; a training run may pass its ``hub_t
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import shutil
@@ -25,8 +21,8 @@ from huggingface_hub.constants import REPOCARD_NAME
 from huggingface_hub.utils import filter_repo_objects
 
 from ponder.inference.verifiers import METADATA_FILE
-from ponder.training.cards import DEFAULT_LICENSE, EVAL_FILES, STATS_FILE, dataset_card, model_card, read_json
-from ponder.training.outputs import RECIPE_FILE, write_text_atomic
+from ponder.training.core.outputs import RECIPE_FILE, write_text_atomic
+from ponder.training.reporting.cards import DEFAULT_LICENSE, EVAL_FILES, STATS_FILE, dataset_card, model_card, read_json
 
 CHECKPOINT_FILES = [
     "*.safetensors", "*.safetensors.index.json",  # weights: the model, and a LoRA run's adapter/
@@ -145,38 +141,3 @@ def push_dataset(
         if stats_path.exists():
             shutil.copy(stats_path, staging / STATS_FILE)
         return upload(staging, repo_id, "dataset", commit_message=commit_message or "Upload ponder dataset", **options)
-
-
-def main(argv: list[str] | None = None) -> CommitInfo:
-    parser = argparse.ArgumentParser(prog="ponder push", description=__doc__.splitlines()[0])
-    parser.add_argument("path", type=Path, help="a checkpoint folder, or a folder holding a saved `datasets` dataset")
-    parser.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub (created when missing)")
-    parser.add_argument(
-        "--repo-type", choices=("model", "dataset"), help="default: dataset when PATH holds a saved dataset, else model"
-    )
-    parser.add_argument("--private", action="store_true", help="create the repository private")
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--revision", help="branch to push to, created from main when missing")
-    target.add_argument("--create-pr", action="store_true", help="open a pull request instead of pushing to main")
-    parser.add_argument("--commit-message", help="default: 'Upload ponder <kind> checkpoint' / 'Upload ponder dataset'")
-    parser.add_argument(
-        "--license", default=DEFAULT_LICENSE, help="card license; use the base model's when fine-tuning"
-    )
-    args = parser.parse_args(argv)
-    repo_type = args.repo_type or ("dataset" if saved_dataset_dir(args.path) else "model")
-    push = push_dataset if repo_type == "dataset" else push_checkpoint
-    info = push(
-        args.path,
-        args.repo_id,
-        license=args.license,
-        commit_message=args.commit_message,
-        private=args.private or None,
-        revision=args.revision,
-        create_pr=args.create_pr,
-    )
-    print(info.pr_url or info.commit_url, flush=True)
-    return info
-
-
-if __name__ == "__main__":
-    main()

@@ -21,8 +21,8 @@ from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
 
-from ponder.training.lora import ADAPTER_DIR, LoraSettings, merge_adapter
-from ponder.training.outputs import write_checkpoint_metadata, write_json_atomic
+from ponder.training.core.lora import ADAPTER_DIR, LoraSettings, merge_adapter
+from ponder.training.core.outputs import write_checkpoint_metadata, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from ponder.inference.tasks import TASK_NAMES, get_task
-from ponder.training.configs import ConfigError, config_to_dict, require
-from ponder.training.hub import push_dataset
-from ponder.training.outputs import write_json_atomic, write_text_atomic
-from ponder.training.problems import load_problems
+from ponder.training.core.configs import ConfigError, config_to_dict, require
+from ponder.training.core.hub import push_dataset
+from ponder.training.core.outputs import write_json_atomic, write_text_atomic
+from ponder.training.core.problems import load_problems
 
 SHARD_DIR = "shards"
 logger = logging.getLogger(__name__)

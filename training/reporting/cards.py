@@ -17,7 +17,7 @@ import yaml
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from ponder.inference.verifiers import METADATA_FILE, VERIFIER_KINDS
-from ponder.training.outputs import RECIPE_FILE
+from ponder.training.core.outputs import RECIPE_FILE
 
 EVAL_FILES = ("eval_results.json", "eval.json")
 STATS_FILE = "stats.json"

@@ -1,0 +1,1 @@
+"""Reports and cards: the evaluation report, the FLOPs-matched comparison, Hub model and dataset cards."""

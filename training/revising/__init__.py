@@ -1,0 +1,1 @@
+"""Judging a revision model: chains of attempts against no-context controls."""
