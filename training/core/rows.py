@@ -12,6 +12,10 @@ def load_rows(path: str) -> list[dict]:
     if Path(path).is_dir():
         from datasets import load_from_disk
 
+        # `save_to_disk` writes a dataset without rows as no data files, which `load_from_disk` cannot read
+        state = Path(path) / "state.json"
+        if state.exists() and not json.loads(state.read_text())["_data_files"]:
+            return []
         return load_from_disk(path).to_list()
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

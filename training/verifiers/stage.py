@@ -12,6 +12,7 @@ fresh policy samples of held-out problems, side by side with the policy-likeliho
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -252,7 +253,9 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         callbacks=[hub_push],
     )
     result = train(trainer)
+    # a metric that needs both classes is NaN in the Trainer's logs when the held-out labels hold one; null here
     label_metrics = trainer.evaluate() if eval_features else {}
+    label_metrics = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in label_metrics.items()}
     return finish(
         trainer,
         result,
