@@ -16,7 +16,7 @@ SMALL_POLICY = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # tests/ is one package: trained once per run
 def small_policy(tmp_path_factory):
     """A checkpoint folder with a policy that writes well-formed level-1 steps, some of them wrong."""
     output_dir = tmp_path_factory.mktemp("small_policy")

@@ -184,8 +184,8 @@ def check_pipeline(monkeypatch, tmp_path, argv: list[str]) -> None:
         launched.append(command)
         return subprocess.CompletedProcess(command, 0)
 
-    def run_pipeline(recipe_dir, output_root, settings=()):  # outputs (stage markers) go to tmp_path
-        return real_run_pipeline(recipe_dir, tmp_path / str(output_root).lstrip("/"), settings)
+    def run_pipeline(recipe_dir, output_root, *options):  # outputs (stage markers) go to tmp_path
+        return real_run_pipeline(recipe_dir, tmp_path / str(output_root).lstrip("/"), *options)
 
     real_run_pipeline = pipeline.run_pipeline
     with monkeypatch.context() as patch:

@@ -164,20 +164,28 @@ def summary(output_root: Path) -> str:
             + (f", step agreement with the oracle {agreement:.3f}" if agreement is not None else "")
         )
     for kind in ("prm", "orm"):
-        if (verifier := _read(output_root / kind / "eval_results.json")) and "oracle" in verifier:
+        verifier, source = _read(output_root / kind / "eval_results.json"), output_root / kind / "eval_results.json"
+        if verifier and "oracle" in verifier:
             judged = verifier["oracle"]["verifier"]["all"]
             lines.append(
                 f"{kind}: within-problem AUC step {_number(judged['step_auc_within_problem'])}, "
                 f"solution {_number(judged['solution_auc_within_problem'])}; weighted BoN "
-                f"{_number(judged['weighted_bon'])} vs majority {_number(judged['majority_bon'])}"
-                f"  ({output_root / kind / 'eval_results.json'})"
+                f"{_number(judged['weighted_bon'])} vs majority {_number(judged['majority_bon'])}  ({source})"
+            )
+        elif verifier and "held_out_rows" in verifier:
+            held_out = verifier["held_out_rows"]["all"]
+            lines.append(
+                f"{kind}: {held_out['rows']} held-out rows, solution AUC {_number(held_out['solution_auc'])}, "
+                f"within problems {_number(held_out['solution_auc_within_problem'])}  ({source})"
             )
     if revision := _read(output_root / "revision" / "eval.json"):
-        turns = revision.get("pass_at_1_per_turn", {})
-        lines.append(
-            "revision pass@1 turn 1 -> last: "
-            + ", ".join(f"L{level} {values[0]:.2f}->{values[-1]:.2f}" for level, values in turns.items())
-        )
+        if turns := revision.get("pass_at_1_per_turn"):
+            lines.append(
+                "revision pass@1 turn 1 -> last: "
+                + ", ".join(f"L{level} {values[0]:.2f}->{values[-1]:.2f}" for level, values in turns.items())
+            )
+        elif revision["training"].get("untrained"):
+            lines.append("revision: no trajectories; the base model, untrained, is the revision model")
     report = output_root / "evaluate" / "report.md"
     if report.exists():
         headline = _read(output_root / "evaluate" / "report.json") or {}
