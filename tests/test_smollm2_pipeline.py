@@ -53,6 +53,10 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def not_json(constant: str):
+    pytest.fail(f"{constant} is not JSON")
+
+
 def test_every_stage_runs_on_smollm2_with_a_zero3_prm(pipeline_run):
     output_dir, printed = pipeline_run
     for stage in STAGES:
@@ -65,7 +69,7 @@ def test_every_stage_runs_on_smollm2_with_a_zero3_prm(pipeline_run):
     assert rows and all(step.strip() and "\n\n" not in step for step in steps)
     assert all(len(row["labels"]) == len(row["completions"]) for row in rows)
 
-    record = json.loads((output_dir / "prm" / "eval_results.json").read_text())
+    record = json.loads((output_dir / "prm" / "eval_results.json").read_text(), parse_constant=not_json)
     assert record["training"]["distributed"] == {"processes": 2, "type": "DEEPSPEED", "zero_stage": 3}
     assert record["training"]["eval_rows"] > 0 and record["held_out_rows"]["all"]["rows"] > 0
     assert (output_dir / "prm" / "adapter" / "adapter_config.json").exists()
@@ -77,13 +81,14 @@ def test_every_stage_runs_on_smollm2_with_a_zero3_prm(pipeline_run):
     assert all(0.0 <= score <= 1.0 for score in scored[0].step_scores)
 
     assert (output_dir / "revision" / "model.safetensors").exists()
+    assert json.loads((output_dir / "revision" / "ponder.json").read_text())["kind"] == "revision"
     assert (output_dir / "evaluate" / "report.md").exists()
-    assert f"report: {output_dir / 'evaluate' / 'report.md'}" in printed
+    assert "held-out rows" in printed and f"report: {output_dir / 'evaluate' / 'report.md'}" in printed
 
 
 def test_data_stages_and_evaluate_run_with_vllm(pipeline_run, tmp_path):
-    """The same folder with vLLM (CPU build) sampling in label, revisions and evaluate; the trained
-    checkpoints of the first run are reused (hard links), so only those three stages run."""
+    """The same folder with vLLM (CPU build) sampling in label, revisions and evaluate (budgets up to 2);
+    the trained checkpoints of the first run are reused (hard links), so only those three stages run."""
     pytest.importorskip("vllm", reason="vLLM is not installed")
     output_dir = tmp_path / "vllm"
     shutil.copytree(pipeline_run[0], output_dir, copy_function=os.link)
@@ -91,6 +96,7 @@ def test_data_stages_and_evaluate_run_with_vllm(pipeline_run, tmp_path):
         shutil.rmtree(output_dir / stage)
     engine = {"backend": "vllm", "dtype": "float32", "enforce_eager": "true"}
     settings = [f"{stage}.{key}={value}" for stage in DATA_STAGES for key, value in engine.items()]
+    settings.append("evaluate.max_budget=2")
     printed = run_pipeline(output_dir, settings, env=os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"})
     assert "prm: complete, skipped" in printed and "revision: complete, skipped" in printed
     for stage in DATA_STAGES:
