@@ -110,6 +110,21 @@ def test_math_shepherd_scores_are_p_plus_at_each_tag(tmp_path):
         torch.testing.assert_close(torch.tensor(result.step_scores), expected, atol=1e-6, rtol=0)
 
 
+def assert_qwen_math_prm_scores(model, tokenizer, scored) -> None:
+    """Qwen2.5-Math-PRM's model card: steps joined by <extra_0>, class-1 probability at each of them."""
+    separator = tokenizer.convert_tokens_to_ids("<extra_0>")
+    for question, steps, result in zip(QUESTIONS, STEPS, scored):
+        messages = [
+            {"role": "system", "content": QWEN_MATH_SYSTEM_PROMPT},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "<extra_0>".join(steps) + "<extra_0>"},
+        ]
+        input_ids = tokenizer.encode(tokenizer.apply_chat_template(messages, tokenize=False))
+        expected = torch.softmax(forward(model, input_ids), -1)[:, 1][torch.tensor(input_ids) == separator]
+        assert len(expected) == len(steps)
+        torch.testing.assert_close(torch.tensor(result.step_scores), expected, atol=1e-6, rtol=0)
+
+
 def test_qwen_math_prm_scores_are_class_one_at_each_extra_0(tmp_path):
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
     tokenizer = byte_level_tokenizer(special, CHATML_TEMPLATE, pad_token="<|endoftext|>", eos_token="<|im_end|>")
@@ -119,19 +134,7 @@ def test_qwen_math_prm_scores_are_class_one_at_each_extra_0(tmp_path):
     tokenizer = save(model, tokenizer, tmp_path)
     scored = load_verifier(tmp_path, format="qwen2.5-math-prm").score(QUESTIONS, STEPS)
 
-    # Qwen2.5-Math-PRM's model card: steps joined by <extra_0>, class-1 probability at each of them.
-    separator = tokenizer.convert_tokens_to_ids("<extra_0>")
-    for question, steps, result in zip(QUESTIONS, STEPS, scored):
-        messages = [
-            {"role": "system", "content": QWEN_MATH_SYSTEM_PROMPT},
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": "<extra_0>".join(steps) + "<extra_0>"},
-        ]
-        input_ids = tokenizer.encode(tokenizer.apply_chat_template(messages, tokenize=False))
-        probabilities = torch.softmax(forward(model, input_ids), -1)[:, 1]
-        expected = probabilities[torch.tensor(input_ids) == separator]
-        assert len(expected) == len(steps)
-        torch.testing.assert_close(torch.tensor(result.step_scores), expected, atol=1e-6, rtol=0)
+    assert_qwen_math_prm_scores(model, tokenizer, scored)
 
     # The same layout written into ponder.json loads the same way.
     (tmp_path / "ponder.json").write_text(json.dumps(PRM_FORMATS["qwen2.5-math-prm"]))
@@ -151,17 +154,7 @@ def test_qwen_math_prm_loads_as_released_with_its_two_layer_head(tmp_path):
     tokenizer = save(model, tokenizer, tmp_path)
     scored = load_verifier(tmp_path, format="qwen2.5-math-prm").score(QUESTIONS, STEPS)
 
-    separator = tokenizer.convert_tokens_to_ids("<extra_0>")
-    for question, steps, result in zip(QUESTIONS, STEPS, scored):
-        messages = [
-            {"role": "system", "content": QWEN_MATH_SYSTEM_PROMPT},
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": "<extra_0>".join(steps) + "<extra_0>"},
-        ]
-        input_ids = tokenizer.encode(tokenizer.apply_chat_template(messages, tokenize=False))
-        expected = torch.softmax(forward(model, input_ids), -1)[:, 1][torch.tensor(input_ids) == separator]
-        assert len(expected) == len(steps)
-        torch.testing.assert_close(torch.tensor(result.step_scores), expected, atol=1e-6, rtol=0)
+    assert_qwen_math_prm_scores(model, tokenizer, scored)
 
 
 def test_causal_lm_label_tokens_are_the_tokens_their_text_encodes_to():

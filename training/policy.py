@@ -30,6 +30,7 @@ from transformers import (
     set_seed,
 )
 
+from ponder.inference.engine import default_device
 from ponder.inference.tasks.arith import LEVELS, NUMBER_WIDTH, ArithTask, Level, in_test_split, sample_problem
 from ponder.training.core.configs import ConfigError, parse_config
 from ponder.training.core.finish import finish, judge_only, train
@@ -289,7 +290,7 @@ EVAL_FILE = "eval.json"
 
 def judge_policy(config: PolicyConfig, checkpoint: Path) -> dict:
     """`evaluate_policy` of the policy saved at `checkpoint`."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     model = AutoModelForCausalLM.from_pretrained(checkpoint).to(device)
     model.config.use_cache = True
     return evaluate_policy(model, AutoTokenizer.from_pretrained(checkpoint), ArithTask(), config)

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import torch
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
+from ponder.inference.engine import default_device
 from ponder.inference.revision import RevisionFormat, load_revision_format
 from ponder.inference.tasks import TASK_NAMES, get_task
 from ponder.training.core.configs import ConfigError, parse_config, require
@@ -213,7 +213,7 @@ def evaluate_checkpoint(config: RevisionConfig, checkpoint: Path) -> dict:
 
     if config.eval_problems_per_level <= 0:
         return {}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     model = make_generator(str(checkpoint), EngineConfig(backend="hf"), device=device)
     systems = {"revision_model": (model, True), "revision_model_no_context": (model, False)}
     if config.eval_control_policy:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import torch
 from transformers import TrainingArguments, set_seed
 
+from ponder.inference.engine import default_device
 from ponder.inference.step_format import StepFormat
 from ponder.inference.tasks import TASK_NAMES, get_task
 from ponder.inference.verifiers import AGGREGATIONS, READS, label_token_id
@@ -274,7 +274,7 @@ def judge_verifier(config: VerifierConfig, checkpoint: Path, held_out_rows: list
     from ponder.inference.verifiers import load_verifier
     from ponder.training.verifiers.judging import judge_rows
 
-    verifier = load_verifier(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
+    verifier = load_verifier(checkpoint, device=default_device())
     record = {}
     if held_out_rows:
         record["held_out_rows"] = judge_rows(verifier, held_out_rows, config.aggregation)
@@ -307,7 +307,7 @@ def oracle_evaluation(config: VerifierConfig, verifier) -> dict:
     from ponder.inference.verifiers import HFVerifier
     from ponder.training.verifiers.judging import judge, sample_problems
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     task = get_task(config.task)
     generator = make_generator(config.oracle_eval_policy, EngineConfig(backend="hf"), device=device)
     problems = sample_problems(
