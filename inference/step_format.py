@@ -27,6 +27,8 @@ class StepFormat:
     the separator, each answered by the assistant with `turn_reply`; `step_delimiter` and `step_tag`
     are unused). `question_separator` defaults to the step delimiter; `system_prompt`, when set, opens
     the chat layouts. The delimiter may be empty when a step tag alone separates the steps.
+    `begin_with_bos` puts the tokenizer's BOS token before a ``"plain"`` text even where the tokenizer
+    adds none itself (Skywork's PRMs read ``BOS + question``).
     """
 
     step_delimiter: str = "\n"
@@ -35,6 +37,7 @@ class StepFormat:
     question_separator: str | None = None
     system_prompt: str | None = None
     turn_reply: str | None = None
+    begin_with_bos: bool = False
 
     def __post_init__(self):
         if self.prompt_template not in PROMPT_TEMPLATES:
@@ -45,6 +48,8 @@ class StepFormat:
             raise ValueError("turn_reply is the assistant's reply in the 'chat_turns' layout: set it there only")
         if self.prompt_template == "chat_turns" and self.step_tag is not None:
             raise ValueError("the 'chat_turns' layout reads scores before the reply; it takes no step_tag")
+        if self.begin_with_bos and self.prompt_template != "plain":
+            raise ValueError("begin_with_bos is for the 'plain' layout; chat templates write their own BOS")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +81,7 @@ def render(tokenizer, fmt: StepFormat, question: str, steps: list[str]) -> tuple
     if fmt.prompt_template == "chat":
         text = _chat_prefix(tokenizer, fmt, [{"role": "user", "content": question}])
     else:
-        text = question + _question_separator(fmt)
+        text = _bos_text(tokenizer, fmt) + question + _question_separator(fmt)
     starts, ends = [], []
     for step in steps:
         starts.append(len(text))
@@ -86,6 +91,13 @@ def render(tokenizer, fmt: StepFormat, question: str, steps: list[str]) -> tuple
         ends.append(len(text))
         text += fmt.step_delimiter
     return text, starts, ends
+
+
+def _bos_text(tokenizer, fmt: StepFormat) -> str:
+    """The BOS token's text when `fmt` begins with it and the tokenizer would not add it anyway."""
+    if not fmt.begin_with_bos or tokenizer.bos_token is None:
+        return ""
+    return "" if tokenizer.bos_token_id in tokenizer("")["input_ids"] else tokenizer.bos_token
 
 
 def _question_separator(fmt: StepFormat) -> str:

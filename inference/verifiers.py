@@ -14,8 +14,8 @@ Kinds, named by the ``kind`` field of a checkpoint's ``ponder.json``:
 
 `OracleVerifier` wraps a task's oracle step checker: a perfect PRM for the toy world, so search can
 be tested and measured before any PRM is trained. Every verifier counts the sequences and tokens it
-scores. Third-party PRMs (Math-Shepherd, Qwen2.5-Math-PRM, RLHFlow) load by naming their layout, one
-of `PRM_FORMATS`.
+scores. Third-party PRMs (Math-Shepherd, Qwen2.5-Math-PRM, Skywork-o1-Open-PRM, RLHFlow) load by naming
+their layout, one of `PRM_FORMATS`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 
 from ponder.inference.engine import EngineConfig, build_vllm_engine, default_device
 from ponder.inference.model_io import cache_argument
-from ponder.inference.prm_formats import PRM_FORMATS, two_layer_head
+from ponder.inference.prm_formats import PRM_FORMATS, released_head
 from ponder.inference.shared_prefix import charged_tokens, prefix_groups, shared_prefix_features
 from ponder.inference.step_format import StepFormat, encode_many, step_spans
 
@@ -346,7 +346,8 @@ def load_verifier(
     """Load a verifier checkpoint on `device`; its ``ponder.json`` says how it scores.
 
     With a vLLM `engine`, token-classification PRMs score through vLLM's pooling runner
-    (`VLLMVerifier`); the other kinds load with transformers on `device`.
+    (`VLLMVerifier`), unless their layout says vLLM cannot load them (``vllm_pooling: false``); the other
+    kinds load with transformers on `device`.
 
     A checkpoint without one (a third-party PRM) loads by naming its layout, ``format=`` one of
     `PRM_FORMATS` (e.g. ``"math-shepherd"``), whose fields replace ``ponder.json``'s; `overrides` replace
@@ -375,7 +376,7 @@ def load_verifier(
     engine = engine or EngineConfig()
     step_format = StepFormat(**{f.name: metadata[f.name] for f in fields(StepFormat) if f.name in metadata})
     settings = {key: metadata[key] for key in SCORING_KEYS if key in metadata}
-    if engine.uses_vllm() and kind == "prm_token_classification":
+    if engine.uses_vllm() and kind == "prm_token_classification" and metadata.get("vllm_pooling", True):
         return VLLMVerifier(str(path), engine, step_format, device=device, **settings)
     loaders = {
         "prm_token_classification": AutoModelForTokenClassification,
@@ -387,7 +388,7 @@ def load_verifier(
         raise ValueError(f"{metadata_path}: unknown kind {kind!r}; use one of {VERIFIER_KINDS}")
     model, loading = loaders[kind].from_pretrained(path, output_loading_info=True, **engine.hf_kwargs())
     missing = sorted(loading["missing_keys"])
-    head = two_layer_head(path, model.config.hidden_size) if kind == "prm_token_classification" else None
+    head = released_head(path) if kind == "prm_token_classification" else None
     if head is not None and set(missing) <= {"score.weight", "score.bias"}:
         model.score, missing = head.to(model.dtype), []
     if missing:

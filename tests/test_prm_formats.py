@@ -1,7 +1,8 @@
 """Third-party PRM layouts: `load_verifier(path, format=...)` against each model card's own recipe.
 
 Each test builds a tiny random model with a real BPE tokenizer in the format's style (SentencePiece-like
-for Math-Shepherd's Mistral, byte-level with ChatML for Qwen, byte-level with Llama 3's chat for RLHFlow),
+for Math-Shepherd's Mistral, byte-level with ChatML for Qwen and Skywork, byte-level with Llama 3's chat for
+RLHFlow),
 saves it without ``ponder.json`` and compares `load_verifier`'s batched scores with the scores computed
 here by hand the way the format's reference code does.
 """
@@ -155,6 +156,37 @@ def test_qwen_math_prm_loads_as_released_with_its_two_layer_head(tmp_path):
     scored = load_verifier(tmp_path, format="qwen2.5-math-prm").score(QUESTIONS, STEPS)
 
     assert_qwen_math_prm_scores(model, tokenizer, scored)
+
+
+def test_skywork_prm_loads_as_released_and_scores_the_value_head_at_each_newline(tmp_path):
+    """Skywork-o1-Open-PRM: ``Qwen2ForPrmModel`` with its value head under ``v_head.summary``, no remote code."""
+    from safetensors.torch import save_file
+
+    tokenizer = byte_level_tokenizer(["<|endoftext|>"], CHATML_TEMPLATE, bos_token="<|endoftext|>")
+    torch.manual_seed(3)
+    config = tiny(Qwen2Config, tokenizer, num_labels=1)
+    model = Qwen2ForTokenClassification(config).eval()
+    tokenizer = save(model, tokenizer, tmp_path)
+    released = {name.replace("score.", "v_head.summary."): weight for name, weight in model.state_dict().items()}
+    (tmp_path / "model.safetensors").unlink()
+    save_file(released, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    config.architectures, config.num_labels = ["Qwen2ForPrmModel"], 2  # as released: no num_labels of its own
+    config.save_pretrained(tmp_path)
+    scored = load_verifier(tmp_path, format="skywork-prm").score(QUESTIONS, STEPS)
+
+    # Skywork's reference inference: BOS + question + "\n", each step tokenized alone and followed by
+    # the "\n" token, the sigmoid of the value head at every such token.
+    newline = tokenizer.encode("\n")[-1]
+    for question, steps, result in zip(QUESTIONS, STEPS, scored):
+        input_ids = tokenizer.encode(tokenizer.bos_token + question + "\n")
+        flags = [False] * len(input_ids)
+        for step in steps:
+            step_ids = tokenizer.encode(step) + [newline]
+            input_ids += step_ids
+            flags += [False] * (len(step_ids) - 1) + [True]
+        expected = torch.sigmoid(forward(model, input_ids)[:, 0])[torch.tensor(flags)]
+        assert len(expected) == len(steps)
+        torch.testing.assert_close(torch.tensor(result.step_scores), expected, atol=1e-6, rtol=0)
 
 
 def test_causal_lm_label_tokens_are_the_tokens_their_text_encodes_to():
