@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.inference.difficulty import Binning, predicted_score, tie_key
+from ponder.inference.engine import EngineConfig
 from ponder.inference.search.best_of_n import sample_solutions
 from ponder.inference.search.common import Searched
 from ponder.inference.search.selection import select_answer
@@ -215,11 +216,18 @@ def fit_policy(
     return ComputeOptimalPolicy(binning, probe_samples, choices, cv_accuracy, dict(settings or {}), rule)
 
 
-def load_solver(path: str | Path, device: str | None = None) -> ComputeOptimalSolver:
-    """A solver from a saved ``compute_optimal.json``, with the checkpoints and search settings it names."""
+def load_solver(
+    path: str | Path, device: str | None = None, engine: EngineConfig | None = None, seed: int = 0
+) -> ComputeOptimalSolver:
+    """A solver from a saved ``compute_optimal.json``, with the checkpoints and search settings it names,
+    its models loaded on `device` as `engine` says (transformers by default; vLLM with ``backend="vllm"``),
+    generators seeded with `seed`."""
     policy = ComputeOptimalPolicy.load(path)
     settings = policy.settings
-    tools = load_tools(get_task(settings["task"]), **settings["checkpoints"], device=device, **settings["search"])
+    checkpoints, search = settings["checkpoints"], settings["search"]
+    tools = load_tools(
+        get_task(settings["task"]), **checkpoints, device=device, engine=engine, engine_seed=seed, **search
+    )
     return ComputeOptimalSolver(policy, tools)
 
 

@@ -7,9 +7,11 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+import torch
 from datasets import load_from_disk
 
 from ponder.inference.compute_optimal import load_solver
+from ponder.inference.engine import EngineConfig
 from ponder.inference.revision import RevisionFormat
 from ponder.inference.tasks import get_task
 from ponder.training import evaluate as evaluate_stage
@@ -60,7 +62,7 @@ def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_c
             assert accuracy == pytest.approx(sum(group) / len(group))
     eff = report["efficiency"]["oracle_bins"]
     assert eff["reference_accuracy_at_cap"] == report["accuracy"]["bon_weighted"]["4"]
-    if eff["budget_reaching_it"] is not None:
+    if eff["budget_reaching_it"] is not None and report["efficiency"]["reference_gain_over_n1"] > 0:
         assert report["efficiency_ratio"] == 4 / eff["budget_reaching_it"]
         assert (
             report["compute_optimal"]["oracle"]["cv_accuracy"][str(eff["budget_reaching_it"])]
@@ -92,8 +94,9 @@ def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_c
         assert (out / name).stat().st_size > 0
     assert "efficiency ratio" in (out / "report.md").read_text()
 
-    # the saved policy loads with its checkpoints and answers new problems
-    solver = load_solver(out / "compute_optimal.json")
+    # the saved policy loads with its checkpoints, as the engine settings say, and answers new problems
+    solver = load_solver(out / "compute_optimal.json", engine=EngineConfig(dtype="bfloat16"))
+    assert solver.tools.setup.generator.model.dtype == torch.bfloat16
     problems = get_task("arith").generate(2, level=1, seed=99)
     assert [r["id"] for r in solver.solve(problems, budget=4)] == [p["id"] for p in problems]
 
@@ -107,6 +110,17 @@ def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_c
     assert evaluate_stage.main(args)["accuracy"] == report["accuracy"]
     with pytest.raises(ValueError, match="problems_per_level"):
         evaluate_stage.main(args + ["--problems_per_level", "4"])
+
+
+def test_the_efficiency_ratio_is_undefined_when_the_reference_gains_nothing_over_one_sample():
+    from ponder.training.reporting.report import efficiency
+
+    compute_optimal = {"1": 0.5, "2": 0.6, "4": 0.7}
+    gaining = efficiency(compute_optimal, {"1": 0.4, "2": 0.5, "4": 0.6}, cap=4)
+    assert gaining == {"reference_accuracy_at_cap": 0.6, "budget_reaching_it": 2, "ratio": 2.0}
+    flat = efficiency(compute_optimal, {"1": 0.5, "2": 0.5, "4": 0.5}, cap=4)
+    assert flat["budget_reaching_it"] == 1 and flat["ratio"] is None
+    assert efficiency(compute_optimal, {"1": 0.4, "4": 0.9}, cap=4)["ratio"] is None  # never reached
 
 
 def test_seq_par_table_groups_revision_rows_by_budget_strategy_and_level():

@@ -192,7 +192,7 @@ def summary(output_root: Path) -> str:
         if "efficiency_ratio" in headline:
             efficiency = headline.get("efficiency", {})
             lines.append(
-                f"compute-optimal efficiency ratio: {headline['efficiency_ratio']} "
+                f"compute-optimal efficiency ratio: {_number(headline['efficiency_ratio'])} "
                 f"against {efficiency.get('reference')} "
                 f"(its gain over N = 1: {_number(efficiency.get('reference_gain_over_n1'))}, "
                 f"standard error {_number(efficiency.get('standard_error'))})"

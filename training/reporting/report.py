@@ -121,14 +121,17 @@ def cv_summary(cv: dict[int, dict], binning: Binning) -> dict:
 
 
 def efficiency(cv_accuracy: dict[str, float], reference: dict[str, float], cap: int) -> dict:
-    """The smallest budget whose CV accuracy reaches the reference strategy's accuracy at `cap`."""
+    """The smallest budget whose CV accuracy reaches the reference strategy's accuracy at `cap`, and the
+    ratio cap / that budget. The ratio is undefined (None) when the reference gains nothing from N = 1 to
+    the cap: any strategy then "reaches" it at N = 1, and a ratio of cap would only measure the sweep."""
     target = reference.get(str(cap))
     reached = [int(b) for b, acc in cv_accuracy.items() if target is not None and acc >= target]
     budget = min(reached) if reached else None
+    gains = target is not None and "1" in reference and target > reference["1"]
     return {
         "reference_accuracy_at_cap": target,
         "budget_reaching_it": budget,
-        "ratio": cap / budget if budget else None,
+        "ratio": cap / budget if budget and gains else None,
     }
 
 
@@ -305,10 +308,13 @@ def summary_markdown(report: dict) -> str:
         f"(standard error {fmt(eff['standard_error'])}; gain over N = 1: {fmt(eff['reference_gain_over_n1'])}). "
         "A ratio means little when that gain is within a few standard errors.",
     ]
+    gains = (eff["reference_gain_over_n1"] or 0) > 0
     for name in ("oracle", "predicted"):
         reached = eff[f"{name}_bins"]
         where = (
-            f"reached at N = {reached['budget_reaching_it']}"
+            "undefined: the reference gains nothing over N = 1"
+            if not gains
+            else f"reached at N = {reached['budget_reaching_it']}"
             if reached["budget_reaching_it"]
             else "not reached within the budgets swept"
         )
