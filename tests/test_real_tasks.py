@@ -61,6 +61,12 @@ def test_gsm8k_reference_solutions_grade_against_their_answers():
     assert own >= 0.996 and rejected >= 0.99
     assert task.grade(rows[0]["answer"], rows[0]["answer"])  # a whole reference answer is a gold too
 
+    # as problems, each keeps its reference as a solution in the task's own step layout
+    problems = [task.problem_from_row(row, index) for index, row in enumerate(rows)]
+    assert all(task.grade(p["solution"], p["answer"]) for p in problems)
+    assert not any("<<" in p["solution"] or "\n\n\n" in p["solution"] for p in problems)
+    assert task.split_steps(problems[0]["solution"])[-1] == "#### 18"
+
 
 @pytest.mark.parametrize(
     ("text", "answer"),

@@ -234,6 +234,22 @@ def test_the_stage_fits_every_context_to_the_policys_positions(small_policy):
     assert all(len(attempts_of(r)) <= 4 - r["trimmed"] for r in rows)
 
 
+def test_reference_solutions_end_the_trajectories_of_problems_the_policy_never_solves(small_policy):
+    generator = make_generator(str(small_policy), EngineConfig(backend="hf"))
+    task = get_task("arith")
+    unsolvable = [p | {"answer": "-1", "solution": f"reference {p['id']}"} for p in task.generate(3, 1, 0, "train")]
+
+    def shard(**keys) -> dict:
+        config = RevisionsConfig(policy=str(small_policy), task="arith", samples_per_problem=3, **keys)
+        return revisions_shard(generator, task, config, 0, unsolvable)
+
+    assert shard()["rows"] == [] and shard()["stats"]["problems_without_correct"] == 3
+    with_references = shard(reference_solutions=True)
+    completions = [row["completion"][-1]["content"] for row in with_references["rows"]]
+    assert completions == [f"reference {p['id']}" for p in unsolvable]
+    assert with_references["stats"]["reference_solutions"] == 3
+
+
 def stage(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", f"ponder.training.{module}", *args]
 

@@ -14,7 +14,8 @@ inference. A context that would not leave `max_new_tokens` of the model's positi
 loses its oldest attempts, as a chain's prompt does at inference. Trajectories are chats in the
 prompt-completion layout that the revision model trains on (prompt: question, attempts and
 instruction turns; completion: the correct solution), so the loss falls on the final assistant turn
-only. Sharded, multi-process and resumable like the label stage.
+only. With `reference_solutions`, a problem none of whose samples is correct ends on the dataset's
+reference solution instead (off-policy). Sharded, multi-process and resumable like the label stage.
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ class RevisionsConfig(SampledDataConfig):
     instruction: str = field(
         default=DEFAULT_INSTRUCTION,
         metadata={"help": "user turn after each earlier attempt; {problem} in it is replaced by the question"},
+    )
+    reference_solutions: bool = field(
+        default=False,
+        metadata={
+            "help": "a problem none of whose samples is correct ends its trajectory on the dataset's reference "
+            "solution (off-policy; for a policy too weak to solve its training problems)"
+        },
     )
     output_dir: str = field(
         default="outputs/revisions",
@@ -211,7 +219,7 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
     )
     rng = random.Random(seed)
     max_prompt_tokens = prompt_room(generator.tokenizer, config.max_new_tokens)
-    rows, correct_samples, without_correct = [], 0, 0
+    rows, correct_samples, without_correct, references = [], 0, 0, 0
     for problem, chains in zip(problems, sampled):
         texts = [chain[0].text for chain in chains]
         graded = [chain[0].is_correct(task, problem["answer"]) for chain in chains]
@@ -219,6 +227,9 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
         wrong = [t for t, ok in zip(texts, graded) if not ok]
         correct_samples += len(correct)
         without_correct += not correct
+        if not correct and config.reference_solutions and problem.get("solution"):
+            correct = [problem["solution"]]
+            references += 1
         question = task.make_prompt(problem)
         fit = functools.partial(_attempts_that_fit, fmt, generator.tokenizer, question, max_prompt_tokens)
         trajectories = build_trajectories(
@@ -230,8 +241,9 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
         "problems": len(problems),
         "samples": len(problems) * config.samples_per_problem,
         "correct_samples": correct_samples,
-        "duplicate_trajectories": correct_samples - len(rows),
+        "duplicate_trajectories": correct_samples + references - len(rows),
         "problems_without_correct": without_correct,
+        "reference_solutions": references,
         "generated_tokens": generator.stats.generated_tokens - tokens_before,
         "seconds": round(time.monotonic() - start, 2),
     }

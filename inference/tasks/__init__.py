@@ -43,12 +43,14 @@ def split_on_delimiter(text: str, delimiter: str, keep_empty: bool = False) -> l
     return steps if keep_empty else [step for step in steps if step.strip()]
 
 
-def problem_row(row: dict, index: int, question_key: str, answer) -> dict:
-    """``{id, problem, answer, level}`` from a dataset row; a missing field is an error naming the row."""
+def problem_row(row: dict, index: int, question_key: str, answer, solution: str | None = None) -> dict:
+    """``{id, problem, answer, level}`` from a dataset row, with the reference ``solution`` when there is one
+    (written the way the task's solutions are); a missing field is an error naming the row."""
     if question_key not in row or answer is None:
         raise ValueError(f"row {index}: needs {question_key!r} and an answer, has keys {sorted(row)}")
     identifier = row.get("unique_id", row.get("id", index))
-    return {"id": str(identifier), "problem": row[question_key], "answer": str(answer), "level": row.get("level")}
+    problem = {"id": str(identifier), "problem": row[question_key], "answer": str(answer), "level": row.get("level")}
+    return problem if solution is None else problem | {"solution": solution}
 
 
 TASK_NAMES = ("arith", "math", "gsm8k")

@@ -22,6 +22,7 @@ PROMPT = (
 _MARKED_ANSWER = re.compile(rf"{ANSWER_MARKER}[ \t]*([^\n]*)")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _TRAILING_WORDS = re.compile(r"(?<=\d)\s+[A-Za-z][A-Za-z ]*$")
+_CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
 
 
 def normalize_number(answer: str) -> str:
@@ -53,7 +54,12 @@ class GSM8KTask(MathTask):
         return equivalent(normalize_number(answer), normalize_number(gold), self.timeout_seconds)
 
     def problem_from_row(self, row: dict, index: int) -> dict:
-        """A GSM8K row (``question``, reference ``answer`` ending in ``#### n``) as a problem whose answer is n."""
+        """A GSM8K row (``question``, reference ``answer`` ending in ``#### n``) as a problem whose answer is n,
+        with the reference as its ``solution``: one step per line, calculator annotations (``<<48/2=24>>``) removed."""
         reference = row.get("answer")
-        answer = marked_answer(reference) if isinstance(reference, str) and ANSWER_MARKER in reference else reference
-        return problem_row(row, index, question_key="question" if "question" in row else "problem", answer=answer)
+        worked = isinstance(reference, str) and ANSWER_MARKER in reference
+        answer = marked_answer(reference) if worked else reference
+        lines = _CALCULATOR_NOTE.sub("", reference).splitlines() if worked else []
+        solution = self.join_steps([line for line in lines if line.strip()]) if worked else None
+        question_key = "question" if "question" in row else "problem"
+        return problem_row(row, index, question_key=question_key, answer=answer, solution=solution)

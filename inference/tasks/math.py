@@ -83,6 +83,6 @@ class MathTask:
 
     def problem_from_row(self, row: dict, index: int) -> dict:
         """A MATH / MATH-500 row as a problem: ``problem`` and ``answer`` (else the reference ``solution``'s last
-        boxed answer, as in MATH's train split); ``unique_id`` and ``level`` are kept."""
+        boxed answer, as in MATH's train split); ``unique_id``, ``level`` and the ``solution`` are kept."""
         answer = row.get("answer") or last_boxed(row.get("solution") or "")
-        return problem_row(row, index, question_key="problem", answer=answer)
+        return problem_row(row, index, question_key="problem", answer=answer, solution=row.get("solution"))
