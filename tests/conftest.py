@@ -1,8 +1,10 @@
-"""Shared fixtures: a small arith policy trained here once per test run (about a minute)."""
+"""Shared fixtures: a small arith policy trained here once per test run (about a minute), and an untrained
+tiny toy checkpoint for code paths that need a model but not a good one."""
 
 import pytest
 
 from ponder.training.policy import main as train_policy
+from ponder.training.toy.model import build_model, build_tokenizer
 
 # The recipe's architecture on one-digit problems only: after 500 steps it solves some level-1
 # problems and slips on many, which is what search and labelling tests need.
@@ -22,3 +24,13 @@ def small_policy(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("small_policy")
     train_policy(SMALL_POLICY + ["--output_dir", str(output_dir)])
     return output_dir
+
+
+@pytest.fixture(scope="package")
+def tiny_model(tmp_path_factory):
+    """A checkpoint folder with an untrained one-layer toy model and the toy tokenizer (1,024 positions)."""
+    folder = tmp_path_factory.mktemp("tiny_model")
+    tokenizer = build_tokenizer()
+    build_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -10,7 +10,8 @@ shard from the shard's own seed and writes each shard's rows atomically to
 the rows do not depend on how the work is split: under `accelerate launch` each process takes its
 own shards, and the jobs of a split run (`shard_index`/`num_shards`, `ponder.training.core.shards`)
 take theirs and stop after the sweep (steps 1–2); a run without a split then merges, checks and
-reports. The main process merges the shards into the one report.
+reports. The main process merges the shards into the one report. A rerun whose checkpoints, problems
+or settings would change finished rows is refused (`OutputFolder`; `CHANGEABLE_KEYS` may change).
 
 1. Difficulty: `difficulty_samples` policy samples per problem give the oracle pass@1 (gold answers);
    the PRM's mean score over the first `probe_samples` of them is the predicted difficulty, the same
@@ -71,12 +72,15 @@ from ponder.inference.strategies import (
     power_of_two_budgets,
 )
 from ponder.inference.tasks import TASK_NAMES, get_task
-from ponder.training.core.configs import ConfigError, config_to_dict, parse_config, require
+from ponder.training.core.configs import ConfigError, config_to_dict, parse_config, redact_command, require
+from ponder.training.core.fingerprint import checkpoint_identity, identity_digest, stage_fingerprint
 from ponder.training.core.logs import setup_logging
-from ponder.training.core.outputs import write_json_atomic, write_text_atomic
-from ponder.training.core.problems import load_problems
+from ponder.training.core.outputs import write_text_atomic
+from ponder.training.core.problems import ProblemCheck, load_problems, skip_bad_rows_field
 from ponder.training.core.shards import (
+    OVERWRITE_HELP,
     JobSplitConfig,
+    OutputFolder,
     Worker,
     merge_shards,
     missing_note,
@@ -104,30 +108,21 @@ DEFAULT_STRATEGIES = [
     "revision_l4",
     "revision_l16",
 ]
-RUN_SETTINGS = (  # what a finished run's rows depend on (besides its key: strategy, n, width, ...)
-    "policy",
-    "prm",
-    "prm_kind",
-    "orm",
-    "revision",
-    "revision_verifier",
-    "task",
-    "levels",
-    "problems_per_level",
-    "problem_seed",
-    "problems_file",
-    "max_problems",
-    "difficulty_samples",
-    "probe_samples",
-    "temperature",
-    "top_p",
-    "max_step_tokens",
-    "max_solution_tokens",
-    "aggregation",
-    "seed",
-    "shard_size",
+CHECKPOINT_KEYS = ("policy", "prm", "orm", "revision", "revision_verifier")
+# keys a rerun may change: they change no finished part (runs are keyed by strategy and budget, the
+# solver check by its budget and what it fits, the large policy's answers by its identity), or, the
+# device, only where the models run
+CHANGEABLE_KEYS = (
+    "strategies",
+    "max_budget",
+    "difficulty_bins",
+    "choice_rule",
+    "compare_budget",
+    "solver_check_budget",
+    "large_policy",
+    "device",
 )
-ENGINE_RUN_SETTINGS = ("dtype", "max_model_len")  # engine settings the runs' rows depend on
+OUTPUTS = ("runs", "rows", "rows.jsonl", "compute_optimal.json", "report.json", "report.md", "*.png")
 OTHER_RULE_BINNINGS = ("oracle", "predicted")  # reported beside, with the choice rule not configured
 ROW_COLUMNS = (
     "id",
@@ -282,6 +277,8 @@ class EvaluateConfig(JobSplitConfig):
         default="outputs/evaluate",
         metadata={"help": "folder for runs/, the rows, the compute-optimal policy and the report"},
     )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
+    skip_bad_rows: bool = skip_bad_rows_field()
 
     def __post_init__(self):
         super().__post_init__()
@@ -296,11 +293,16 @@ class EvaluateConfig(JobSplitConfig):
         if not 1 <= self.probe_samples <= self.difficulty_samples:
             raise ValueError(f"probe_samples must lie in 1..difficulty_samples, got {self.probe_samples}")
 
-    def problems(self, task) -> list[dict]:
+    def problems(self, task, check: ProblemCheck | None = None) -> list[dict]:
+        """The test problems that pass `check`: the dataset's rows, or the generator's level by level."""
+        check = check or ProblemCheck()
         if self.problems_file:
             source = (self.problems_file, self.problems_split, self.max_problems, self.problems_config)
-            return load_problems(task, *source, self.problem_seed)
-        return [p for level in self.levels for p in task.generate(self.problems_per_level, level, self.problem_seed)]
+            return load_problems(task, *source, self.problem_seed, check)
+        generated = (
+            p for level in self.levels for p in task.generate(self.problems_per_level, level, self.problem_seed)
+        )
+        return check.keep(task, ((f"the {self.task} generator", p) for p in generated))
 
     def search_settings(self) -> dict:
         keys = ("temperature", "top_p", "max_step_tokens", "max_solution_tokens", "aggregation", "seed")
@@ -323,19 +325,13 @@ class EvaluateConfig(JobSplitConfig):
         models = sum(m is not None for m in [self.policy, *verifiers, *revision, self.large_policy])
         return replace(engine, gpu_memory_utilization=engine.gpu_memory_utilization / models)
 
-    def check_resumable(self, output_dir: Path, engine: EngineConfig) -> None:
-        """Record what the runs depend on; refuse to resume runs made with different settings."""
-        record_path = output_dir / "runs" / "settings.json"
-        settings = {key: getattr(self, key) for key in RUN_SETTINGS}
-        settings |= {key: getattr(engine, key) for key in ENGINE_RUN_SETTINGS}
-        if record_path.exists():
-            recorded = json.loads(record_path.read_text())
-            changed = sorted(key for key in settings if recorded.get(key) != settings[key])
-            if changed:
-                raise ValueError(
-                    f"{output_dir} holds runs made with other {', '.join(changed)}; use a fresh output_dir"
-                )
-        write_json_atomic(record_path, settings)
+    def output_folder(self, state, engine: EngineConfig) -> OutputFolder:
+        """The evaluation's `OutputFolder`, fingerprinted by what its parts' rows depend on: this config but
+        `CHANGEABLE_KEYS`, `engine`, the checkpoints and the problems file."""
+        fingerprint = functools.partial(
+            stage_fingerprint, self, engine, CHECKPOINT_KEYS, ("problems_file",), CHANGEABLE_KEYS
+        )
+        return OutputFolder(state, self, self.output_dir, fingerprint, OUTPUTS, self.overwrite_output_dir)
 
 
 def available_strategies(config: EvaluateConfig, tools: Tools) -> tuple[list[Strategy], dict[str, str]]:
@@ -472,102 +468,113 @@ def evaluate(config: EvaluateConfig, engine: EngineConfig | None = None, command
     state = process_state()
     worker = config.worker(state)
     output_dir = Path(config.output_dir)
-    config.check_resumable(output_dir, engine)
     task = get_task(config.task)
     device = config.device or str(state.device)
     engine_seed = config.seed + worker.index
-    tools = load_tools(
-        task, **config.checkpoints(), device=device, engine=engine, engine_seed=engine_seed, **config.search_settings()
-    )
-    strategies, skipped = available_strategies(config, tools)
-    problems = config.problems(task)
-    parts = ShardedParts(output_dir / "runs", problems, config.shard_size, worker)
-    logger.info("evaluating %d strategies on %d problems in %d shards", len(strategies), len(problems), parts.total)
-
-    runs = plan_runs(strategies, power_of_two_budgets(config.max_budget))
-    parts.compute("difficulty", lambda index, shard: difficulty_rows(shard, shard_tools(tools, index), config))
-    for run in tqdm(runs, desc="strategy runs", disable=not state.is_local_main_process):
-        parts.compute(run.key, lambda index, shard, run=run: execute(run, shard, shard_tools(tools, index)))
-    state.wait_for_everyone()
-    if config.num_shards > 1:
-        if state.is_main_process:
-            report_split_job(config, parts.missing(["difficulty", *(run.key for run in runs)]))
-        return None
-    timings: dict = {}
-    difficulty = parts.merge("difficulty", timings)
-    rows = [row for run in runs for row in parts.merge(run.key, timings)]
-
-    solver_part = None
-    if config.solver_check_budget:
-        sweep_id = zlib.crc32(" ".join([config.choice_rule, *(run.key for run in runs)]).encode())  # what it fits
-        solver_part = f"solver_check_b{config.solver_check_budget}_{sweep_id:08x}"
-        folds, policies = fold_policies(rows, difficulty, config)
-        budget = config.solver_check_budget
-        parts.compute(
-            solver_part, lambda index, shard: solver_check(shard, folds, policies, shard_tools(tools, index), budget)
+    with config.output_folder(state, engine) as folder:
+        check = ProblemCheck.for_policy("policy", config.policy, config.max_solution_tokens, config.skip_bad_rows)
+        problems = config.problems(task, check)
+        tools = load_tools(
+            task,
+            **config.checkpoints(),
+            device=device,
+            engine=engine,
+            engine_seed=engine_seed,
+            **config.search_settings(),
         )
-    large_part = None
-    if config.large_policy:
-        large_part = f"large_policy_greedy_{zlib.crc32(config.large_policy.encode()):08x}"
-        generator = functools.cache(
-            lambda: make_generator(config.large_policy, engine, device=device, seed=engine_seed)
-        )
-        parts.compute(large_part, lambda _, shard: greedy_rows(shard, generator(), task, config.max_solution_tokens))
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        return None
+        strategies, skipped = available_strategies(config, tools)
+        folder.loaded()
+        parts = ShardedParts(output_dir / "runs", problems, config.shard_size, worker)
+        logger.info("evaluating %d strategies on %d problems in %d shards", len(strategies), len(problems), parts.total)
 
-    save_rows(output_dir, rows)
-    bins = binnings(difficulty, config.difficulty_bins)
-    cv = {name: cross_validate(rows, b.bins, assign_folds(b.bins), config.choice_rule) for name, b in bins.items()}
-    other_rule = next(rule for rule in CHOICE_RULES if rule != config.choice_rule)
-    other_cv = {
-        name: cross_validate(rows, bins[name].bins, assign_folds(bins[name].bins), other_rule)
-        for name in OTHER_RULE_BINNINGS
-    }
-    settings = {"task": config.task, "checkpoints": config.checkpoints(), "search": config.search_settings()}
-    policy = fit_policy(rows, bins["predicted"], config.probe_samples, settings, config.choice_rule)
-    policy.save(output_dir / "compute_optimal.json")
-    solver_rows = parts.merge(solver_part, timings, "solver_check") if solver_part else []
-    large = None
-    if large_part:
-        large = {
-            "small": pretraining_record(config.policy),
-            "large": pretraining_record(config.large_policy),
-            "greedy": parts.merge(large_part, timings, "large_policy_greedy"),
+        runs = plan_runs(strategies, power_of_two_budgets(config.max_budget))
+        parts.compute("difficulty", lambda index, shard: difficulty_rows(shard, shard_tools(tools, index), config))
+        for run in tqdm(runs, desc="strategy runs", disable=not state.is_local_main_process):
+            parts.compute(run.key, lambda index, shard, run=run: execute(run, shard, shard_tools(tools, index)))
+        state.wait_for_everyone()
+        if config.num_shards > 1:
+            if state.is_main_process:
+                report_split_job(config, parts.missing(["difficulty", *(run.key for run in runs)]))
+            return None
+        timings: dict = {}
+        difficulty = parts.merge("difficulty", timings)
+        rows = [row for run in runs for row in parts.merge(run.key, timings)]
+
+        solver_part = None
+        if config.solver_check_budget:
+            fitting = [config.choice_rule, str(config.difficulty_bins), *(run.key for run in runs)]  # what it fits
+            sweep_id = zlib.crc32(" ".join(fitting).encode())
+            solver_part = f"solver_check_b{config.solver_check_budget}_{sweep_id:08x}"
+            folds, policies = fold_policies(rows, difficulty, config)
+            budget = config.solver_check_budget
+            parts.compute(
+                solver_part,
+                lambda index, shard: solver_check(shard, folds, policies, shard_tools(tools, index), budget),
+            )
+        large_part = None
+        if config.large_policy:
+            large_part = f"large_policy_greedy_{identity_digest(checkpoint_identity(config.large_policy))}"
+            generator = functools.cache(
+                lambda: make_generator(config.large_policy, engine, device=device, seed=engine_seed)
+            )
+            parts.compute(
+                large_part, lambda _, shard: greedy_rows(shard, generator(), task, config.max_solution_tokens)
+            )
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return None
+
+        save_rows(output_dir, rows)
+        bins = binnings(difficulty, config.difficulty_bins)
+        cv = {name: cross_validate(rows, b.bins, assign_folds(b.bins), config.choice_rule) for name, b in bins.items()}
+        other_rule = next(rule for rule in CHOICE_RULES if rule != config.choice_rule)
+        other_cv = {
+            name: cross_validate(rows, bins[name].bins, assign_folds(bins[name].bins), other_rule)
+            for name in OTHER_RULE_BINNINGS
         }
-    timings["total_this_run"] = round(time.monotonic() - start, 1)
-    parameters = {
-        "policy": parameter_count(tools.setup.generator),
-        "prm": parameter_count(tools.setup.verifier),
-        "orm": parameter_count(tools.orm),
-        "revision": parameter_count(tools.revision_generator),
-        "revision_verifier": parameter_count(tools.revision_verifier),
-    }
-    report = build_report(
-        config=config_to_dict(config, engine),
-        command=command,
-        rows=rows,
-        difficulty=difficulty,
-        bins=bins,
-        cv=cv,
-        other_rule=other_rule,
-        other_rule_cv=other_cv,
-        solver_rows=solver_rows,
-        skipped=skipped,
-        parameters=parameters,
-        timings=timings,
-        large=large,
-    )
-    write_report(output_dir, report)
-    return report
+        settings = {"task": config.task, "checkpoints": config.checkpoints(), "search": config.search_settings()}
+        policy = fit_policy(rows, bins["predicted"], config.probe_samples, settings, config.choice_rule)
+        policy.save(output_dir / "compute_optimal.json")
+        solver_rows = parts.merge(solver_part, timings, "solver_check") if solver_part else []
+        large = None
+        if large_part:
+            large = {
+                "small": pretraining_record(config.policy),
+                "large": pretraining_record(config.large_policy),
+                "greedy": parts.merge(large_part, timings, "large_policy_greedy"),
+            }
+        timings["total_this_run"] = round(time.monotonic() - start, 1)
+        parameters = {
+            "policy": parameter_count(tools.setup.generator),
+            "prm": parameter_count(tools.setup.verifier),
+            "orm": parameter_count(tools.orm),
+            "revision": parameter_count(tools.revision_generator),
+            "revision_verifier": parameter_count(tools.revision_verifier),
+        }
+        report = build_report(
+            config=config_to_dict(config, engine),
+            command=command,
+            rows=rows,
+            difficulty=difficulty,
+            bins=bins,
+            cv=cv,
+            other_rule=other_rule,
+            other_rule_cv=other_cv,
+            solver_rows=solver_rows,
+            skipped=skipped,
+            parameters=parameters,
+            timings=timings,
+            large=large,
+        )
+        write_report(output_dir, report)
+        return report
 
 
 def main(argv: list[str] | None = None) -> dict | None:
     setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     config, engine = parse_config((EvaluateConfig, EngineConfig), argv)
-    report = evaluate(config, engine, command="ponder evaluate " + " ".join(argv))
+    report = evaluate(config, engine, command=" ".join(["ponder evaluate", *redact_command(argv)]))
     if report is not None:
         print(report["summary_markdown"], flush=True)
     return report

@@ -8,7 +8,8 @@ Problems are cut into shards; under `accelerate launch` each process labels its 
 jobs split them with `shard_index`/`num_shards`: `ponder.training.core.shards`), and the main process
 merges them into a `datasets` dataset in the stepwise format (docs/design.md, *Data formats*), saved to disk, with an
 exact JSONL export (`labels.jsonl`) and `stats.json`. Finished shards are kept, so a rerun after a
-crash resumes and ends with the same dataset as an uninterrupted run.
+crash resumes and ends with the same dataset as an uninterrupted run; a rerun with other settings or
+inputs is refused (`ponder.training.core.shards.OutputFolder`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ponder.inference.generation import make_generator
 from ponder.inference.tasks import get_task
 from ponder.training.core.configs import parse_config
 from ponder.training.core.logs import setup_logging
+from ponder.training.core.problems import ProblemCheck
 from ponder.training.core.shards import (
     SampledDataConfig,
     process_state,
@@ -140,7 +142,8 @@ def run_labels(config: LabelConfig, engine: EngineConfig | None = None) -> dict 
     engine = engine or EngineConfig()
     state = process_state()
     task = get_task(config.task)
-    problems = config.problems(task)
+    check = ProblemCheck.for_policy("policy", config.policy, config.max_new_tokens, config.skip_bad_rows)
+    problems = config.problems(task, check)
     start = time.monotonic()
 
     @functools.cache
@@ -157,19 +160,19 @@ def run_labels(config: LabelConfig, engine: EngineConfig | None = None) -> dict 
             rollout_temperature=config.rollout_temperature,
         )
 
-    merged = run_sharded_stage(
-        state,
-        config,
-        problems,
-        config.shard_size,
-        config.output_dir,
-        lambda index, shard: label_shard(labeller(), config, index, list(shard)),
-    )
-    if merged is None:
-        return None
-    rows, shard_stats = merged
-    stats = summarize(config, shard_stats, rows, task, time.monotonic() - start)
-    return save_data_stage(config, engine, rows, stats, "labels.jsonl")
+    with config.output_folder(state, engine) as folder:
+        merged = run_sharded_stage(
+            folder,
+            problems,
+            config.shard_size,
+            lambda index, shard: label_shard(labeller(), config, index, list(shard)),
+            load=labeller,
+        )
+        if merged is None:
+            return None
+        rows, shard_stats = merged
+        stats = summarize(config, shard_stats, rows, task, time.monotonic() - start) | check.summary()
+        return save_data_stage(config, engine, rows, stats, "labels.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict | None:

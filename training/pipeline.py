@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ponder.training.cli import STAGES
-from ponder.training.core.configs import load_yaml
+from ponder.training.core.configs import load_yaml, redact_command
 from ponder.training.core.outputs import write_json_atomic
 
 STAGE_ORDER = ["model", "policy", "label", "prm", "orm", "revisions", "revision", "evaluate"]
@@ -86,9 +86,9 @@ def parse_overrides(settings: list[str], stages: list[str]) -> dict[str, list[st
         name, separator, value = setting.partition("=")
         stage, dot, key = name.partition(".")
         if not separator or not dot or not key:
-            raise SystemExit(f"--set {setting!r}: use STAGE.KEY=VALUE, e.g. policy.max_steps=100")
+            raise SystemExit(f"--set {name!r}: use STAGE.KEY=VALUE, e.g. policy.max_steps=100")
         if stage not in stages:
-            raise SystemExit(f"--set {setting!r}: no stage {stage!r} in this recipe folder ({', '.join(stages)})")
+            raise SystemExit(f"--set {name!r}: no stage {stage!r} in this recipe folder ({', '.join(stages)})")
         flags.setdefault(stage, []).extend([f"--{key}", *value.split()])
     return flags
 
@@ -129,13 +129,14 @@ def run_pipeline(
         environment, flags = cpu_deepspeed(stage, config)
         command = stage_command(stage, recipe, output_dir, config) + flags
         command += redirected_inputs(recipe, default_root, output_root) + overrides.get(stage, [])
-        shown = [f"{key}={value}" for key, value in environment.items()] + command
+        recorded = redact_command(command)
+        shown = [f"{key}={value}" for key, value in environment.items()] + recorded
         print(f"[{number}/{len(stages)}] {stage}: {' '.join(shown)}", flush=True)
         start = time.monotonic()
         result = subprocess.run(command, env=os.environ | environment)
         if result.returncode != 0:
             raise SystemExit(f"stage {stage!r} failed with exit code {result.returncode}; rerun to resume")
-        record[stage] = {"command": command, "environment": environment, "seconds": round(time.monotonic() - start, 1)}
+        record[stage] = {"command": recorded, "environment": environment, "seconds": round(time.monotonic() - start, 1)}
         write_json_atomic(marker, record[stage])
     return record
 

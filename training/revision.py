@@ -30,12 +30,12 @@ from trl import SFTConfig, SFTTrainer
 from ponder.inference.engine import default_device
 from ponder.inference.revision import RevisionFormat, load_revision_format
 from ponder.inference.tasks import TASK_NAMES, get_task
-from ponder.training.core.configs import ConfigError, parse_config, require
+from ponder.training.core.configs import ConfigError, checkpoint_path, parse_config, require
 from ponder.training.core.finish import finish, judge_only, train
 from ponder.training.core.logs import setup_logging
 from ponder.training.core.lora import LoraSettings, with_lora
 from ponder.training.core.outputs import write_checkpoint_metadata, write_json_atomic
-from ponder.training.core.rows import load_rows, split_by_problem
+from ponder.training.core.rows import EmptyDatasetError, load_rows, split_by_problem
 from ponder.training.core.sft_examples import chat_example
 from ponder.training.core.trainer_push import HubPush
 from ponder.training.revising.judging import judge_revisions
@@ -144,19 +144,24 @@ def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
         "revision_format": config.revision_format().to_dict(),
         "base_model": config.model_name_or_path,
     }
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_path("model_name_or_path", config.model_name_or_path))
     rows = []
     for r in load_rows(config.dataset):
         example = chat_example(tokenizer, r["prompt"], r["completion"][-1]["content"])
         rows.append({"example": example, "problem_id": r["prompt"][0]["content"], "plain": len(r["prompt"]) == 1})
     if not rows:
         if not config.untrained_without_trajectories:
-            raise ValueError(
+            raise EmptyDatasetError(
                 f"{config.dataset}: no trajectories, the policy solved none of its problems; sample more "
                 "(samples_per_problem, max_problems) or set untrained_without_trajectories"
             )
         return save_untrained(config, args, tokenizer, metadata)
     train_rows, eval_rows = split_by_problem(rows, config.eval_fraction, args.seed)
+    if not train_rows:
+        raise EmptyDatasetError(
+            f"{config.dataset}: nothing to train on: eval_fraction {config.eval_fraction} holds out the problems "
+            f"of all {len(rows)} trajectories; lower it"
+        )
     train_rows += [r for r in train_rows if r["plain"]] * (config.plain_weight - 1)
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
     if config.use_peft:

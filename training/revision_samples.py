@@ -28,6 +28,7 @@ from ponder.inference.revision import load_revision_format, run_chains, verifier
 from ponder.inference.tasks import get_task
 from ponder.training.core.configs import parse_config
 from ponder.training.core.logs import setup_logging
+from ponder.training.core.problems import ProblemCheck
 from ponder.training.core.shards import (
     SampledDataConfig,
     process_state,
@@ -147,25 +148,26 @@ def run_revision_samples(config: RevisionSamplesConfig, engine: EngineConfig | N
     engine = engine or EngineConfig()
     state = process_state()
     task = get_task(config.task)
+    check = ProblemCheck.for_policy("policy", config.policy, config.max_new_tokens, config.skip_bad_rows)
     fmt = load_revision_format(config.policy)
-    problems = config.problems(task)
+    problems = config.problems(task, check)
     start = time.monotonic()
     seed = config.seed + config.worker(state).index
     generator = functools.cache(lambda: make_generator(config.policy, engine, device=str(state.device), seed=seed))
-    merged = run_sharded_stage(
-        state,
-        config,
-        problems,
-        config.shard_size,
-        config.output_dir,
-        lambda index, shard: revision_samples_shard(generator(), task, config, fmt, index, list(shard)),
-    )
-    if merged is None:
-        return None
-    rows, shard_stats = merged
-    stats = summarize(shard_stats, rows, time.monotonic() - start)
-    stats["attempts_in_context"] = config.attempts_in_context
-    return save_data_stage(config, engine, rows, stats, "attempts.jsonl")
+    with config.output_folder(state, engine) as folder:
+        merged = run_sharded_stage(
+            folder,
+            problems,
+            config.shard_size,
+            lambda index, shard: revision_samples_shard(generator(), task, config, fmt, index, list(shard)),
+            load=generator,
+        )
+        if merged is None:
+            return None
+        rows, shard_stats = merged
+        stats = summarize(shard_stats, rows, time.monotonic() - start) | check.summary()
+        stats["attempts_in_context"] = config.attempts_in_context
+        return save_data_stage(config, engine, rows, stats, "attempts.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict | None:

@@ -37,6 +37,7 @@ from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, promp
 from ponder.inference.tasks import get_task
 from ponder.training.core.configs import parse_config
 from ponder.training.core.logs import setup_logging
+from ponder.training.core.problems import ProblemCheck
 from ponder.training.core.shards import (
     SampledDataConfig,
     process_state,
@@ -274,24 +275,25 @@ def run_revisions(config: RevisionsConfig, engine: EngineConfig | None = None) -
     engine = engine or EngineConfig()
     state = process_state()
     task = get_task(config.task)
-    problems = config.problems(task)
+    check = ProblemCheck.for_policy("policy", config.policy, config.max_new_tokens, config.skip_bad_rows)
+    problems = config.problems(task, check)
     start = time.monotonic()
     seed = config.seed + config.worker(state).index
     generator = functools.cache(lambda: make_generator(config.policy, engine, device=str(state.device), seed=seed))
-    merged = run_sharded_stage(
-        state,
-        config,
-        problems,
-        config.shard_size,
-        config.output_dir,
-        lambda index, shard: revisions_shard(generator(), task, config, index, list(shard)),
-    )
-    if merged is None:
-        return None
-    rows, shard_stats = merged
-    stats = summarize(shard_stats, rows, time.monotonic() - start)
-    stats["revision_format"] = config.revision_format.to_dict()
-    return save_data_stage(config, engine, rows, stats, "trajectories.jsonl")
+    with config.output_folder(state, engine) as folder:
+        merged = run_sharded_stage(
+            folder,
+            problems,
+            config.shard_size,
+            lambda index, shard: revisions_shard(generator(), task, config, index, list(shard)),
+            load=generator,
+        )
+        if merged is None:
+            return None
+        rows, shard_stats = merged
+        stats = summarize(shard_stats, rows, time.monotonic() - start) | check.summary()
+        stats["revision_format"] = config.revision_format.to_dict()
+        return save_data_stage(config, engine, rows, stats, "trajectories.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict | None:

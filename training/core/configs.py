@@ -3,6 +3,7 @@
 `RecipeParser` is TRL's `TrlParser` with strict recipes: a recipe key must be a field of the stage's
 dataclasses, given once, with a value its command-line flag would accept; anything else is a
 `ConfigError` that names the key. TRL's ``env:`` section is not a field, so it is refused too.
+Secrets (`SECRET_KEYS`) are recorded as placeholders wherever a configuration or command is written down.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import yaml
 from trl import TrlParser
+
+SECRET_KEYS = ("hub_token",)
 
 
 class ConfigError(ValueError):
@@ -54,6 +57,18 @@ def require(config: Any, *keys: str) -> None:
     missing = [key for key in keys if getattr(config, key) in (None, "")]
     if missing:
         raise ConfigError(f"missing required key(s) {', '.join(missing)}: set them in the recipe or as --KEY VALUE")
+
+
+def checkpoint_path(key: str, path: str) -> str:
+    """`path` when it is a folder or a valid Hub id; else a `ConfigError` naming `key` and `path`."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not Path(path).is_dir():
+        try:
+            validate_repo_id(path)
+        except HFValidationError:
+            raise ConfigError(f"{key}: {path!r} is neither a folder nor a valid Hub id") from None
+    return path
 
 
 def _members(hint) -> tuple:
@@ -150,9 +165,34 @@ def parse_config(dataclass_types: tuple[type, ...], args: list[str] | None = Non
 
 
 def config_to_dict(*configs: Any) -> dict[str, Any]:
-    """A JSON-safe record of the configuration that produced an output."""
+    """A JSON-safe record of the configuration that produced an output, secrets redacted."""
     record: dict[str, Any] = {}
     for config in configs:
         values = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
-        record.update(json.loads(json.dumps(values, default=str)))
+        record.update({key: redacted(key, value) for key, value in json.loads(json.dumps(values, default=str)).items()})
     return record
+
+
+def redacted(key: str, value: Any) -> Any:
+    """`value` as a record shows it: a set secret becomes ``<KEY>`` (``<HUB_TOKEN>``, as `TrainingArguments.to_dict`
+    writes it)."""
+    return f"<{key.upper()}>" if key in SECRET_KEYS and value is not None else value
+
+
+def redact_command(command: list[str]) -> list[str]:
+    """`command` as a record or a log shows it: the value of each secret flag (``--hub_token VALUE`` or
+    ``--hub_token=VALUE``) redacted."""
+    shown = []
+    for index, argument in enumerate(command):
+        flag, equals, value = argument.partition("=")
+        if equals and _flag_key(flag) in SECRET_KEYS:
+            argument = f"{flag}={redacted(_flag_key(flag), value)}"
+        elif index and _flag_key(command[index - 1]) in SECRET_KEYS:
+            argument = redacted(_flag_key(command[index - 1]), argument)
+        shown.append(argument)
+    return shown
+
+
+def _flag_key(argument: str) -> str | None:
+    """The key that a ``--key`` (or ``--key-name``) flag sets; None for any other argument."""
+    return argument[2:].replace("-", "_") if argument.startswith("--") else None

@@ -2,10 +2,11 @@
 
 A checkpoint push writes the model card (``README.md``, `ponder.training.reporting.cards`) into the folder and uploads
 an allow-list of files: safetensors weights, configs, tokenizer files, ``ponder.json``, the recipe, eval results,
-PNG plots and the card. Optimizer, scheduler and RNG states, ``training_args.bin`` (a pickle that holds ``hub_token``
-when one is set), DeepSpeed ``global_step*`` and ``checkpoint-*`` folders are never uploaded, and a push stops
-before contacting the Hub if a file it would upload holds a Hugging Face token. The token is huggingface_hub's
-business (``HF_TOKEN`` or ``hf auth login``; a training run may pass its ``hub_token``); ponder never writes it.
+PNG plots and the card. Optimizer, scheduler and RNG states, ``training_args.bin`` (the Trainer's pickled
+arguments), DeepSpeed ``global_step*`` and ``checkpoint-*`` folders are never uploaded, and a push stops before
+contacting the Hub if a file it would upload holds a Hugging Face token. The token is huggingface_hub's business
+(``HF_TOKEN`` or ``hf auth login``; a training run may pass its ``hub_token``); ponder never writes it to a file or
+prints it (`ponder.training.core.configs.redacted`).
 """
 
 from __future__ import annotations

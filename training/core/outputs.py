@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_json_once(path: str | os.PathLike, data: Any) -> bool:
+    """Write `data` to `path` atomically unless `path` exists (an exclusive create); True when this call wrote it."""
+    path = Path(path)
+    claim = path.with_name(f".{path.name}.{uuid.uuid4().hex}.claim")
+    write_json_atomic(claim, data)
+    try:
+        os.link(claim, path)  # fails where `path` exists, even when another process wrote it a moment ago
+    except FileExistsError:
+        return False
+    finally:
+        claim.unlink()
+    return True
 
 
 def write_recipe(output_dir: str | os.PathLike, *configs: Any) -> None:

@@ -7,13 +7,18 @@ which worker runs it or on restarts, and is written atomically as one JSON file;
 shard whose file exists. A single job's main process merges the shard files in order once all its
 processes are done; the jobs of a split run only compute, and a run without a split (``num_shards:
 1``) then computes whatever is missing and merges.
+
+An `OutputFolder` guards the folder: one run writes it at a time (`ponder.training.core.locks`), and
+finished work is reused only by a run with the same fingerprint (`ponder.training.core.fingerprint`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +27,18 @@ import torch
 
 from ponder.inference.tasks import TASK_NAMES, get_task
 from ponder.training.core.configs import ConfigError, config_to_dict, require
+from ponder.training.core.fingerprint import FINGERPRINT_FILE, fingerprint_mismatch, read_fingerprint, stage_fingerprint
 from ponder.training.core.hub import push_dataset
-from ponder.training.core.outputs import write_json_atomic, write_text_atomic
-from ponder.training.core.problems import load_problems
+from ponder.training.core.locks import FolderLock, lock_name
+from ponder.training.core.outputs import write_json_atomic, write_json_once, write_text_atomic
+from ponder.training.core.problems import ProblemCheck, load_problems, skip_bad_rows_field
 
 SHARD_DIR = "shards"
+DATA_STAGE_OUTPUTS = (SHARD_DIR, "dataset", "stats.json", "*.jsonl")  # what a data stage writes in its folder
+OVERWRITE_HELP = (
+    "remove the outputs in output_dir that other settings or inputs made (or that have no fingerprint.json) and "
+    "start afresh; outputs of these settings are kept and resumed"
+)
 logger = logging.getLogger(__name__)
 
 
@@ -129,6 +141,8 @@ class SampledDataConfig(JobSplitConfig):
     hub_dataset_id: str | None = field(
         default=None, metadata={"help": "Hub dataset repository the dataset is pushed to, e.g. 'user/arith-labels'"}
     )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
+    skip_bad_rows: bool = skip_bad_rows_field()
 
     def __post_init__(self):
         super().__post_init__()
@@ -140,15 +154,99 @@ class SampledDataConfig(JobSplitConfig):
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("push_to_hub: set hub_dataset_id")
 
-    def problems(self, task) -> list[dict]:
-        """The configured problems: the dataset's rows, or the generator's level by level."""
+    def problems(self, task, check: ProblemCheck | None = None) -> list[dict]:
+        """The configured problems that pass `check`: the dataset's rows, or the generator's level by level."""
+        check = check or ProblemCheck()
         if self.problems_file:
-            return load_problems(
-                task, self.problems_file, self.split, self.max_problems, self.problems_config, self.seed
-            )
-        return [
+            source = (self.problems_file, self.split, self.max_problems, self.problems_config, self.seed)
+            return load_problems(task, *source, check)
+        generated = (
             p for level in self.levels for p in task.generate(self.problems_per_level, level, self.seed, self.split)
-        ]
+        )
+        return check.keep(task, ((f"the {self.task} generator", p) for p in generated))
+
+    def output_folder(self, state, engine) -> OutputFolder:
+        """The stage's `OutputFolder`, fingerprinted by this config, `engine`, the policy and the problems file."""
+        fingerprint = functools.partial(stage_fingerprint, self, engine, ("policy",), ("problems_file",))
+        return OutputFolder(state, self, self.output_dir, fingerprint, DATA_STAGE_OUTPUTS, self.overwrite_output_dir)
+
+
+class OutputFolder:
+    """A stage's output folder: one run writes it at a time, and it reuses finished work only when the
+    fingerprint that made it (``fingerprint.json``) is this run's.
+
+    Entering, the main process takes the folder's lock (`FolderLock`; each job of a split run its own)
+    and compares the recorded fingerprint with this run's (`fingerprint`, called once). Another
+    fingerprint, or `outputs` (glob patterns) present without one, stop the run naming what differs;
+    with `overwrite` those outputs are removed instead. Every process calls `loaded` once its inputs
+    and checkpoints have loaded; only then is the fingerprint written, so a run that fails to start
+    leaves the folder as it was. Leaving gives the lock back.
+    """
+
+    def __init__(
+        self,
+        state,
+        job: JobSplitConfig,
+        path: str | os.PathLike,
+        fingerprint: Callable[[], dict],
+        outputs: Sequence[str],
+        overwrite: bool = False,
+    ):
+        self.state, self.job, self.path = state, job, Path(path)
+        self.make_fingerprint, self.outputs, self.overwrite = fingerprint, outputs, overwrite
+        self.lock = FolderLock(self.path, lock_name(job.shard_index, job.num_shards))
+
+    @functools.cached_property
+    def fingerprint(self) -> dict:
+        return self.make_fingerprint()
+
+    def __enter__(self) -> OutputFolder:
+        if self.state.is_main_process:
+            self.lock.acquire()
+            try:
+                self.check()
+            except BaseException:
+                self.lock.release()
+                raise
+        self.state.wait_for_everyone()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.state.is_main_process:
+            self.lock.release()
+
+    def check(self) -> None:
+        """Refuse outputs another fingerprint made, or that have none; with `overwrite` remove them."""
+        recorded = read_fingerprint(self.path)
+        if recorded == self.fingerprint:
+            return
+        stale = self.present_outputs()
+        if recorded is None and not stale:
+            return
+        if not self.overwrite:
+            raise fingerprint_mismatch(self.path, recorded, self.fingerprint)
+        if recorded is not None:
+            stale.append(self.path / FINGERPRINT_FILE)
+        logger.warning("overwrite_output_dir: removing %s", ", ".join(map(str, stale)))
+        for path in stale:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+    def present_outputs(self) -> list[Path]:
+        """The outputs in the folder (files, and folders that are not empty)."""
+        found = [path for pattern in self.outputs for path in sorted(self.path.glob(pattern))]
+        return [path for path in found if not path.is_dir() or any(path.iterdir())]
+
+    def loaded(self) -> None:
+        """Once every process has loaded its inputs and checkpoints, record the fingerprint: the first job of a
+        split run to get here writes it, the others (and a rerun) check it."""
+        self.state.wait_for_everyone()
+        if self.state.is_main_process and not write_json_once(self.path / FINGERPRINT_FILE, self.fingerprint):
+            recorded = read_fingerprint(self.path)
+            if recorded != self.fingerprint:
+                raise fingerprint_mismatch(self.path, recorded, self.fingerprint)
 
 
 def shard_path(directory: str | os.PathLike, index: int) -> Path:
@@ -226,20 +324,24 @@ def process_state():
 
 
 def run_sharded_stage(
-    state,
-    job: JobSplitConfig,
+    folder: OutputFolder,
     items: Sequence,
     shard_size: int,
-    output_dir: str | os.PathLike,
     compute: Callable[[int, Sequence], dict],
+    load: Callable[[], object],
 ) -> tuple[list[dict], list[dict]] | None:
-    """`run_shards` on every process with a progress bar, then the merged rows and stats on the main process
-    (None elsewhere, and in a job of a split run)."""
+    """`run_shards` into `folder` on every process with a progress bar, then the merged rows and stats on the
+    main process (None elsewhere, and in a job of a split run). A process with shards left calls `load` (its
+    model) first, before `folder` records the fingerprint."""
     from tqdm.auto import tqdm
 
+    state, job = folder.state, folder.job
     worker = job.worker(state)
-    directory = Path(output_dir) / SHARD_DIR
+    directory = folder.path / SHARD_DIR
     total = len(split_into_shards(items, shard_size))
+    if not all(shard_path(directory, index).exists() for index in worker.shards(total)):
+        load()
+    folder.loaded()
     bar = tqdm(desc=f"shards (worker {worker.index})", disable=not state.is_local_main_process)
 
     def progress(done: int, total: int) -> None:

@@ -17,10 +17,11 @@ class HubPush(TrainerCallback):
 
     The Trainer's own pushes would upload ``training_args.bin`` (and, with the checkpoint strategies, optimizer and
     RNG states) and a card without ``ponder.json``, so the Trainer gets `trainer_args`, a copy of the arguments with
-    `push_to_hub` off, and this callback pushes instead: with any `hub_strategy` but "end", each saved checkpoint goes
-    to its own branch (``checkpoint-500``; weights and metadata only, so not resumable), and `push_final`
-    sends the finished folder to `hub_revision` (default main). `metadata` and `configs` are what
-    `write_checkpoint_metadata` records, written into each checkpoint before it is pushed.
+    `push_to_hub` off and no `hub_token` (the Trainer pickles its arguments into ``training_args.bin``; the token
+    goes to this callback's pushes alone), and this callback pushes instead: with any `hub_strategy` but "end",
+    each saved checkpoint goes to its own branch (``checkpoint-500``; weights and metadata only, so not
+    resumable), and `push_final` sends the finished folder to `hub_revision` (default main). `metadata` and
+    `configs` are what `write_checkpoint_metadata` records, written into each checkpoint before it is pushed.
     """
 
     def __init__(self, args: TrainingArguments, metadata: dict, *configs):
@@ -32,6 +33,7 @@ class HubPush(TrainerCallback):
         self.configs = configs
         self.trainer_args = copy.copy(args)
         self.trainer_args.push_to_hub = False
+        self.trainer_args.hub_token = None
 
     def on_save(self, args, state, control, **kwargs):
         if not (self.enabled and state.is_world_process_zero) or HubStrategy(args.hub_strategy) == HubStrategy.END:

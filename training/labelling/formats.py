@@ -17,12 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ponder.training.core.rows import BadRowError
+
 MATH_SHEPHERD_TAG = "ки"
 FORMATS = ("math_shepherd", "prm800k")
-
-
-class BadRowError(ValueError):
-    """A source row that cannot be converted; the message names the row."""
 
 
 def from_math_shepherd(row: dict, index: int) -> dict:

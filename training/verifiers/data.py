@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ponder.inference.step_format import StepFormat, encode_many, step_spans
-from ponder.training.labelling.formats import BadRowError
+from ponder.training.core.rows import BadRowError
 
 LABEL_TYPES = ("soft", "hard")
 

@@ -23,10 +23,10 @@ from ponder.inference.engine import default_device
 from ponder.inference.step_format import StepFormat
 from ponder.inference.tasks import TASK_NAMES, get_task
 from ponder.inference.verifiers import AGGREGATIONS, READS, label_token_id
-from ponder.training.core.configs import require
+from ponder.training.core.configs import checkpoint_path, require
 from ponder.training.core.finish import finish, judge_only, train
 from ponder.training.core.lora import LoraSettings, with_lora
-from ponder.training.core.rows import load_rows, split_by_problem
+from ponder.training.core.rows import EmptyDatasetError, load_rows, split_by_problem
 from ponder.training.core.trainer_push import HubPush
 from ponder.training.verifiers.data import build_features
 from ponder.training.verifiers.trainer import HEADS, StepCollator, VerifierTrainer, disable_dropout, step_metrics
@@ -208,7 +208,7 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
     from transformers import AutoTokenizer
 
     set_seed(args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_path("model_name_or_path", config.model_name_or_path))
     train_rows, eval_rows = split_by_problem(load_rows(config.dataset), config.eval_fraction, args.seed)
     build = dict(
         tokenizer=tokenizer,
@@ -221,6 +221,11 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         read=config.feature_read,
     )
     train_features, train_stats = build_features(train_rows, **build)
+    if not train_features:
+        raise EmptyDatasetError(
+            f"{config.dataset}: nothing to train on: {len(train_rows)} training rows, none with a labelled step "
+            f"({train_stats.bad_rows} bad, {train_stats.rows_without_steps} without a step that fits max_length)"
+        )
     eval_features, _ = build_features(eval_rows, **build)
     logger.info("verifier data: %s", train_stats)
     model = load_model(config, tokenizer)
