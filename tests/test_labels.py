@@ -14,6 +14,7 @@ from datasets import load_from_disk
 
 from ponder.inference.generation import Completion, EngineConfig, make_generator
 from ponder.inference.tasks import get_task
+from ponder.training.core import data_stage
 from ponder.training.labelling.quality import agreement
 from ponder.training.labelling.rollouts import RolloutLabeller, Sample, stepwise_row, success_stages
 from ponder.training.labels import LabelConfig
@@ -156,16 +157,13 @@ def test_two_processes_and_resume_after_kill_give_the_same_dataset(small_policy,
 
 def test_push_to_hub_sends_the_merged_dataset_with_its_stats(small_policy, tmp_path, monkeypatch):
     from ponder.training import labels
-    from ponder.training.core import shards
 
     pushed = []
 
     def record_push(folder, repo_id):
         pushed.append((repo_id, json.loads((Path(folder) / "stats.json").read_text())["rows"]))
 
-    monkeypatch.setattr(
-        shards, "push_dataset", record_push
-    )  # ponder.training.core.hub.push_dataset; tested in test_hub
+    monkeypatch.setattr(data_stage, "push_dataset", record_push)  # ponder.training.core.hub's; tested in test_hub
     args = stage_args(small_policy, tmp_path, "--push_to_hub", "true", "--hub_dataset_id", "me/arith-labels")
     stats = labels.main(args[2:])  # in this process: the Hub is the only thing mocked
     assert pushed == [("me/arith-labels", stats["rows"])] and stats["rows"] > 0
@@ -191,7 +189,7 @@ def test_jobs_of_a_split_run_compute_their_shards_and_a_run_without_a_split_merg
     def no_model(*_args, **_kwargs):
         raise AssertionError("a merge with every shard done loads no model")
 
-    monkeypatch.setattr(labels, "make_generator", no_model)
+    monkeypatch.setattr(data_stage, "make_generator", no_model)
     assert labels.main(stage_args(small_policy, split)[2:])["rows"] == single["rows"]
     assert _rows(split) == _rows(tmp_path / "single")
 

@@ -162,8 +162,8 @@ def test_runs_of_delimiters_and_blank_steps_are_dropped_when_splitting(name):
 
 
 def test_max_problems_is_a_seeded_sample_of_the_file_in_file_order(tmp_path):
+    from ponder.training.core.data_stage import SampledDataConfig
     from ponder.training.core.problems import load_problems
-    from ponder.training.core.shards import SampledDataConfig
     from ponder.training.evaluate import EvaluateConfig
 
     path = tmp_path / "ordered.jsonl"  # ordered like MATH's train split: the first rows are one kind

@@ -14,6 +14,7 @@ from datasets import Dataset, DatasetDict
 from ponder.inference.tasks import get_task
 from ponder.training import evaluate as evaluate_stage
 from ponder.training import labels
+from ponder.training.core import data_stage
 from ponder.training.core.configs import ConfigError
 from ponder.training.core.locks import FolderLocked
 
@@ -86,7 +87,7 @@ def test_a_rerun_with_other_settings_is_refused_naming_them(small_policy, label_
             weights.seek(-4, 2)
             weights.write(b"\x00\x01\x02\x03")
     stats = (label_copy / "label" / "stats.json").read_bytes()
-    monkeypatch.setattr(labels, "make_generator", no_model)
+    monkeypatch.setattr(data_stage, "make_generator", no_model)
     with pytest.raises(ConfigError, match=named) as refused:
         labels.main(label_args(policy, label_copy / "problems.jsonl", label_copy / "label", *flags))
     assert "--overwrite_output_dir" in str(refused.value) and "new output_dir" in str(refused.value)
@@ -100,7 +101,7 @@ def test_an_unchanged_rerun_reuses_every_shard_and_gives_the_same_dataset(
     shutil.copytree(small_policy, moved)
     out = label_copy / "label"
     fingerprint = (out / "fingerprint.json").read_bytes()
-    monkeypatch.setattr(labels, "make_generator", no_model)  # every shard is done: no model loads
+    monkeypatch.setattr(data_stage, "make_generator", no_model)  # every shard is done: no model loads
     labels.main(label_args(moved, label_copy / "problems.jsonl", out))
     assert (out / "fingerprint.json").read_bytes() == fingerprint
     written = sorted(path.relative_to(out) for path in out.rglob("*") if path.is_file() and path.name != "stats.json")
@@ -112,7 +113,7 @@ def test_an_unchanged_rerun_reuses_every_shard_and_gives_the_same_dataset(
 
 def test_an_edited_problems_file_is_refused_by_label(small_policy, label_copy, monkeypatch):
     write_jsonl(label_copy / "problems.jsonl", PROBLEMS[:3])
-    monkeypatch.setattr(labels, "make_generator", no_model)
+    monkeypatch.setattr(data_stage, "make_generator", no_model)
     with pytest.raises(ConfigError, match="problems_file"):
         labels.main(label_args(small_policy, label_copy / "problems.jsonl", label_copy / "label"))
 
@@ -123,7 +124,7 @@ def test_overwrite_output_dir_starts_fresh(small_policy, label_copy, monkeypatch
                                    "--overwrite_output_dir"))  # fmt: skip
     assert stats["rollouts_per_prefix"] == 1 and stats["problems"] == len(PROBLEMS)
     assert json.loads((out / "fingerprint.json").read_text())["rollouts"] == 1
-    monkeypatch.setattr(labels, "make_generator", no_model)
+    monkeypatch.setattr(data_stage, "make_generator", no_model)
     rerun = labels.main(label_args(small_policy, label_copy / "problems.jsonl", out, "--rollouts", "1"))
     assert rerun["rows"] == stats["rows"] and rerun["shard_seconds"] == stats["shard_seconds"]  # nothing recomputed
 
@@ -163,7 +164,7 @@ def test_a_stale_lock_is_taken_over(small_policy, label_copy, monkeypatch, caplo
     lock = label_copy / "label" / "lock"
     holder = {"host": socket.gethostname(), "pid": int(gone.stdout), "command": "ponder label", "started": "then"}
     lock.write_text(json.dumps(holder))
-    monkeypatch.setattr(labels, "make_generator", no_model)
+    monkeypatch.setattr(data_stage, "make_generator", no_model)
     with caplog.at_level(logging.WARNING):
         assert labels.main(label_args(small_policy, label_copy / "problems.jsonl", label_copy / "label")) is not None
     assert "taking over the lock" in caplog.text and not lock.exists()

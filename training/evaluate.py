@@ -75,12 +75,11 @@ from ponder.inference.tasks import TASK_NAMES, get_task
 from ponder.training.core.configs import ConfigError, config_to_dict, parse_config, redact_command, require
 from ponder.training.core.fingerprint import checkpoint_identity, identity_digest, stage_fingerprint
 from ponder.training.core.logs import setup_logging
+from ponder.training.core.output_folder import OVERWRITE_HELP, OutputFolder
 from ponder.training.core.outputs import write_text_atomic
 from ponder.training.core.problems import ProblemCheck, load_problems, skip_bad_rows_field
 from ponder.training.core.shards import (
-    OVERWRITE_HELP,
     JobSplitConfig,
-    OutputFolder,
     Worker,
     merge_shards,
     missing_note,

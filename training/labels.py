@@ -9,30 +9,22 @@ jobs split them with `shard_index`/`num_shards`: `ponder.training.core.shards`),
 merges them into a `datasets` dataset in the stepwise format (docs/design.md, *Data formats*), saved to disk, with an
 exact JSONL export (`labels.jsonl`) and `stats.json`. Finished shards are kept, so a rerun after a
 crash resumes and ends with the same dataset as an uninterrupted run; a rerun with other settings or
-inputs is refused (`ponder.training.core.shards.OutputFolder`).
+inputs is refused (`ponder.training.core.output_folder.OutputFolder`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import zlib
 from dataclasses import dataclass, field
 
 from ponder.inference.engine import EngineConfig
-from ponder.inference.generation import make_generator
 from ponder.inference.tasks import get_task
 from ponder.training.core.configs import parse_config
+from ponder.training.core.data_stage import SampledDataConfig, run_data_stage
 from ponder.training.core.logs import setup_logging
-from ponder.training.core.problems import ProblemCheck
-from ponder.training.core.shards import (
-    SampledDataConfig,
-    process_state,
-    run_sharded_stage,
-    save_data_stage,
-    shard_totals,
-)
+from ponder.training.core.shards import shard_totals
 from ponder.training.labelling.quality import agreement
 from ponder.training.labelling.rollouts import MODES, RolloutLabeller, stepwise_row
 
@@ -135,21 +127,10 @@ def summarize(config: LabelConfig, shard_stats: list[dict], rows: list[dict], ta
 
 
 def run_labels(config: LabelConfig, engine: EngineConfig | None = None) -> dict | None:
-    """Label every shard this process owns; on the main process merge and write the outputs.
-
-    The policy is loaded (as `engine` says) once a shard is left to label.
-    """
-    engine = engine or EngineConfig()
-    state = process_state()
+    """Label every shard this process owns; on the main process merge and write the outputs (the stats)."""
     task = get_task(config.task)
-    check = ProblemCheck.for_policy("policy", config.policy, config.max_new_tokens, config.skip_bad_rows)
-    problems = config.problems(task, check)
-    start = time.monotonic()
 
-    @functools.cache
-    def labeller() -> RolloutLabeller:
-        seed = config.seed + config.worker(state).index
-        generator = make_generator(config.policy, engine, device=str(state.device), seed=seed)
+    def labeller(generator) -> RolloutLabeller:
         return RolloutLabeller(
             generator,
             task,
@@ -160,19 +141,14 @@ def run_labels(config: LabelConfig, engine: EngineConfig | None = None) -> dict 
             rollout_temperature=config.rollout_temperature,
         )
 
-    with config.output_folder(state, engine) as folder:
-        merged = run_sharded_stage(
-            folder,
-            problems,
-            config.shard_size,
-            lambda index, shard: label_shard(labeller(), config, index, list(shard)),
-            load=labeller,
-        )
-        if merged is None:
-            return None
-        rows, shard_stats = merged
-        stats = summarize(config, shard_stats, rows, task, time.monotonic() - start) | check.summary()
-        return save_data_stage(config, engine, rows, stats, "labels.jsonl")
+    return run_data_stage(
+        config,
+        engine,
+        lambda labeller, index, problems: label_shard(labeller, config, index, problems),
+        lambda shard_stats, rows, wall_seconds: summarize(config, shard_stats, rows, task, wall_seconds),
+        "labels.jsonl",
+        sampler=labeller,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict | None:

@@ -15,7 +15,6 @@ multi-process and resumable like the label stage.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import zlib
@@ -23,19 +22,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ponder.inference.engine import EngineConfig
-from ponder.inference.generation import make_generator
 from ponder.inference.revision import load_revision_format, run_chains, verifier_question
 from ponder.inference.tasks import get_task
 from ponder.training.core.configs import parse_config
+from ponder.training.core.data_stage import SampledDataConfig, run_data_stage
 from ponder.training.core.logs import setup_logging
-from ponder.training.core.problems import ProblemCheck
-from ponder.training.core.shards import (
-    SampledDataConfig,
-    process_state,
-    run_sharded_stage,
-    save_data_stage,
-    shard_totals,
-)
+from ponder.training.core.shards import shard_totals
 
 logger = logging.getLogger(__name__)
 
@@ -141,33 +133,18 @@ def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) ->
 
 
 def run_revision_samples(config: RevisionSamplesConfig, engine: EngineConfig | None = None) -> dict | None:
-    """Build every shard this process owns; on the main process merge and write the outputs.
-
-    The revision model is loaded (as `engine` says) once a shard is left to build.
-    """
-    engine = engine or EngineConfig()
-    state = process_state()
+    """Build every shard this process owns; on the main process merge and write the outputs (the stats)."""
     task = get_task(config.task)
-    check = ProblemCheck.for_policy("policy", config.policy, config.max_new_tokens, config.skip_bad_rows)
     fmt = load_revision_format(config.policy)
-    problems = config.problems(task, check)
-    start = time.monotonic()
-    seed = config.seed + config.worker(state).index
-    generator = functools.cache(lambda: make_generator(config.policy, engine, device=str(state.device), seed=seed))
-    with config.output_folder(state, engine) as folder:
-        merged = run_sharded_stage(
-            folder,
-            problems,
-            config.shard_size,
-            lambda index, shard: revision_samples_shard(generator(), task, config, fmt, index, list(shard)),
-            load=generator,
-        )
-        if merged is None:
-            return None
-        rows, shard_stats = merged
-        stats = summarize(shard_stats, rows, time.monotonic() - start) | check.summary()
-        stats["attempts_in_context"] = config.attempts_in_context
-        return save_data_stage(config, engine, rows, stats, "attempts.jsonl")
+    return run_data_stage(
+        config,
+        engine,
+        lambda generator, index, problems: revision_samples_shard(generator, task, config, fmt, index, problems),
+        lambda shard_stats, rows, wall_seconds: (
+            summarize(shard_stats, rows, wall_seconds) | {"attempts_in_context": config.attempts_in_context}
+        ),
+        "attempts.jsonl",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict | None:

@@ -32,19 +32,12 @@ from dataclasses import dataclass, field
 from rapidfuzz.distance import Levenshtein
 
 from ponder.inference.engine import EngineConfig
-from ponder.inference.generation import make_generator
 from ponder.inference.revision import DEFAULT_INSTRUCTION, RevisionFormat, prompt_room, run_chains
 from ponder.inference.tasks import get_task
 from ponder.training.core.configs import parse_config
+from ponder.training.core.data_stage import SampledDataConfig, run_data_stage
 from ponder.training.core.logs import setup_logging
-from ponder.training.core.problems import ProblemCheck
-from ponder.training.core.shards import (
-    SampledDataConfig,
-    process_state,
-    run_sharded_stage,
-    save_data_stage,
-    shard_totals,
-)
+from ponder.training.core.shards import shard_totals
 
 logger = logging.getLogger(__name__)
 
@@ -268,32 +261,17 @@ def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) ->
 
 
 def run_revisions(config: RevisionsConfig, engine: EngineConfig | None = None) -> dict | None:
-    """Build every shard this process owns; on the main process merge and write the outputs.
-
-    The policy is loaded (as `engine` says) once a shard is left to build.
-    """
-    engine = engine or EngineConfig()
-    state = process_state()
+    """Build every shard this process owns; on the main process merge and write the outputs (the stats)."""
     task = get_task(config.task)
-    check = ProblemCheck.for_policy("policy", config.policy, config.max_new_tokens, config.skip_bad_rows)
-    problems = config.problems(task, check)
-    start = time.monotonic()
-    seed = config.seed + config.worker(state).index
-    generator = functools.cache(lambda: make_generator(config.policy, engine, device=str(state.device), seed=seed))
-    with config.output_folder(state, engine) as folder:
-        merged = run_sharded_stage(
-            folder,
-            problems,
-            config.shard_size,
-            lambda index, shard: revisions_shard(generator(), task, config, index, list(shard)),
-            load=generator,
-        )
-        if merged is None:
-            return None
-        rows, shard_stats = merged
-        stats = summarize(shard_stats, rows, time.monotonic() - start) | check.summary()
-        stats["revision_format"] = config.revision_format.to_dict()
-        return save_data_stage(config, engine, rows, stats, "trajectories.jsonl")
+    return run_data_stage(
+        config,
+        engine,
+        lambda generator, index, problems: revisions_shard(generator, task, config, index, problems),
+        lambda shard_stats, rows, wall_seconds: (
+            summarize(shard_stats, rows, wall_seconds) | {"revision_format": config.revision_format.to_dict()}
+        ),
+        "trajectories.jsonl",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict | None:

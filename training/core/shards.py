@@ -8,37 +8,28 @@ shard whose file exists. A single job's main process merges the shard files in o
 processes are done; the jobs of a split run only compute, and a run without a split (``num_shards:
 1``) then computes whatever is missing and merges.
 
-An `OutputFolder` guards the folder: one run writes it at a time (`ponder.training.core.locks`), and
-finished work is reused only by a run with the same fingerprint (`ponder.training.core.fingerprint`).
+`run_sharded_stage` computes inside an `OutputFolder` (`ponder.training.core.output_folder`): one run
+writes it at a time, and finished shards are reused only by a run with the same fingerprint.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from ponder.inference.tasks import TASK_NAMES, get_task
-from ponder.training.core.configs import ConfigError, config_to_dict, require
-from ponder.training.core.fingerprint import FINGERPRINT_FILE, fingerprint_mismatch, read_fingerprint, stage_fingerprint
-from ponder.training.core.hub import push_dataset
-from ponder.training.core.locks import FolderLock, lock_name
-from ponder.training.core.outputs import write_json_atomic, write_json_once, write_text_atomic
-from ponder.training.core.problems import ProblemCheck, load_problems, skip_bad_rows_field
+from ponder.training.core.outputs import write_json_atomic
+
+if TYPE_CHECKING:
+    from ponder.training.core.output_folder import OutputFolder
 
 SHARD_DIR = "shards"
-DATA_STAGE_OUTPUTS = (SHARD_DIR, "dataset", "stats.json", "*.jsonl")  # what a data stage writes in its folder
-OVERWRITE_HELP = (
-    "remove the outputs in output_dir that other settings or inputs made (or that have no fingerprint.json) and "
-    "start afresh; outputs of these settings are kept and resumed"
-)
 logger = logging.getLogger(__name__)
 
 
@@ -82,171 +73,6 @@ class JobSplitConfig:
         return Worker(
             self.shard_index * state.num_processes + state.process_index, self.num_shards * state.num_processes
         )
-
-
-@dataclass
-class SampledDataConfig(JobSplitConfig):
-    """Keys every data stage shares: which policy samples which problems, how, and where rows go.
-
-    Problems come from the task's generator (`problems_per_level` per level of `levels`, `split`), or,
-    when `problems_file` is set, from that dataset's `split` (a JSONL file, a saved dataset folder or
-    a Hub dataset id; `problems_config` names a Hub config): all rows, or `max_problems` of them drawn
-    at random with `seed`, kept in file order.
-    """
-
-    policy: str | None = field(
-        default=None, metadata={"help": "checkpoint folder or Hub id of the model that samples (required)"}
-    )
-    task: str | None = field(
-        default=None,
-        metadata={"help": f"task that prompts, splits steps and grades: {', '.join(TASK_NAMES)} (required)"},
-    )
-    levels: list[int] = field(
-        default_factory=lambda: [1, 2, 3, 4, 5, 6],
-        metadata={"help": "difficulty levels of generated problems (unused with problems_file)"},
-    )
-    problems_per_level: int = field(
-        default=32, metadata={"help": "generated problems per level (unused with problems_file)"}
-    )
-    split: str = field(
-        default="train",
-        metadata={"help": "split the problems come from: the generator's ('train' or 'test') or problems_file's"},
-    )
-    seed: int = field(
-        default=0,
-        metadata={"help": "seed of the generated problems, of the rows drawn from problems_file and of the sampling"},
-    )
-    samples_per_problem: int = field(default=4, metadata={"help": "solutions sampled per problem (at least 1)"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature of the solutions"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling probability of the solutions (1: off)"})
-    max_new_tokens: int = field(default=192, metadata={"help": "token cap of one sampled solution"})
-    shard_size: int = field(
-        default=16,
-        metadata={"help": "problems per shard: the unit of work that is saved, skipped on a rerun and handed out"},
-    )
-    problems_file: str | None = field(
-        default=None,
-        metadata={"help": "JSONL file, saved dataset folder or Hub dataset id of the problems (unset: the generator)"},
-    )
-    problems_config: str | None = field(default=None, metadata={"help": "config name of the Hub dataset problems_file"})
-    max_problems: int | None = field(
-        default=None, metadata={"help": "rows of problems_file drawn at random with seed (unset: every row)"}
-    )
-    output_dir: str = field(
-        default="outputs/data", metadata={"help": "folder for the dataset, its JSONL export, stats.json and the shards"}
-    )
-    push_to_hub: bool = field(
-        default=False, metadata={"help": "upload the finished dataset folder to the Hub (needs hub_dataset_id)"}
-    )
-    hub_dataset_id: str | None = field(
-        default=None, metadata={"help": "Hub dataset repository the dataset is pushed to, e.g. 'user/arith-labels'"}
-    )
-    overwrite_output_dir: bool = field(default=False, metadata={"help": OVERWRITE_HELP})
-    skip_bad_rows: bool = skip_bad_rows_field()
-
-    def __post_init__(self):
-        super().__post_init__()
-        require(self, "policy", "task")
-        if self.problems_file is None and not hasattr(get_task(self.task), "generate"):
-            raise ConfigError(f"problems_file: required, task {self.task!r} has no problem generator")
-        if self.samples_per_problem < 1:
-            raise ValueError(f"samples_per_problem must be at least 1, got {self.samples_per_problem}")
-        if self.push_to_hub and not self.hub_dataset_id:
-            raise ValueError("push_to_hub: set hub_dataset_id")
-
-    def problems(self, task, check: ProblemCheck | None = None) -> list[dict]:
-        """The configured problems that pass `check`: the dataset's rows, or the generator's level by level."""
-        check = check or ProblemCheck()
-        if self.problems_file:
-            source = (self.problems_file, self.split, self.max_problems, self.problems_config, self.seed)
-            return load_problems(task, *source, check)
-        generated = (
-            p for level in self.levels for p in task.generate(self.problems_per_level, level, self.seed, self.split)
-        )
-        return check.keep(task, ((f"the {self.task} generator", p) for p in generated))
-
-    def output_folder(self, state, engine) -> OutputFolder:
-        """The stage's `OutputFolder`, fingerprinted by this config, `engine`, the policy and the problems file."""
-        fingerprint = functools.partial(stage_fingerprint, self, engine, ("policy",), ("problems_file",))
-        return OutputFolder(state, self, self.output_dir, fingerprint, DATA_STAGE_OUTPUTS, self.overwrite_output_dir)
-
-
-class OutputFolder:
-    """A stage's output folder: one run writes it at a time, and it reuses finished work only when the
-    fingerprint that made it (``fingerprint.json``) is this run's.
-
-    Entering, the main process takes the folder's lock (`FolderLock`; each job of a split run its own)
-    and compares the recorded fingerprint with this run's (`fingerprint`, called once). Another
-    fingerprint, or `outputs` (glob patterns) present without one, stop the run naming what differs;
-    with `overwrite` those outputs are removed instead. Every process calls `loaded` once its inputs
-    and checkpoints have loaded; only then is the fingerprint written, so a run that fails to start
-    leaves the folder as it was. Leaving gives the lock back.
-    """
-
-    def __init__(
-        self,
-        state,
-        job: JobSplitConfig,
-        path: str | os.PathLike,
-        fingerprint: Callable[[], dict],
-        outputs: Sequence[str],
-        overwrite: bool = False,
-    ):
-        self.state, self.job, self.path = state, job, Path(path)
-        self.make_fingerprint, self.outputs, self.overwrite = fingerprint, outputs, overwrite
-        self.lock = FolderLock(self.path, lock_name(job.shard_index, job.num_shards))
-
-    @functools.cached_property
-    def fingerprint(self) -> dict:
-        return self.make_fingerprint()
-
-    def __enter__(self) -> OutputFolder:
-        if self.state.is_main_process:
-            self.lock.acquire()
-            try:
-                self.check()
-            except BaseException:
-                self.lock.release()
-                raise
-        self.state.wait_for_everyone()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self.state.is_main_process:
-            self.lock.release()
-
-    def check(self) -> None:
-        """Refuse outputs another fingerprint made, or that have none; with `overwrite` remove them."""
-        recorded = read_fingerprint(self.path)
-        if recorded == self.fingerprint:
-            return
-        stale = self.present_outputs()
-        if recorded is None and not stale:
-            return
-        if not self.overwrite:
-            raise fingerprint_mismatch(self.path, recorded, self.fingerprint)
-        if recorded is not None:
-            stale.append(self.path / FINGERPRINT_FILE)
-        logger.warning("overwrite_output_dir: removing %s", ", ".join(map(str, stale)))
-        for path in stale:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-
-    def present_outputs(self) -> list[Path]:
-        """The outputs in the folder (files, and folders that are not empty)."""
-        found = [path for pattern in self.outputs for path in sorted(self.path.glob(pattern))]
-        return [path for path in found if not path.is_dir() or any(path.iterdir())]
-
-    def loaded(self) -> None:
-        """Once every process has loaded its inputs and checkpoints, record the fingerprint: the first job of a
-        split run to get here writes it, the others (and a rerun) check it."""
-        self.state.wait_for_everyone()
-        if self.state.is_main_process and not write_json_once(self.path / FINGERPRINT_FILE, self.fingerprint):
-            recorded = read_fingerprint(self.path)
-            if recorded != self.fingerprint:
-                raise fingerprint_mismatch(self.path, recorded, self.fingerprint)
 
 
 def shard_path(directory: str | os.PathLike, index: int) -> Path:
@@ -367,19 +193,3 @@ def shard_totals(shard_stats: list[dict], wall_seconds: float) -> dict:
     totals = {key: sum(s[key] for s in shard_stats) for key in shard_stats[0]} if shard_stats else {}
     shard_seconds = totals.pop("seconds", 0.0)
     return {**totals, "wall_seconds": round(wall_seconds, 1), "shard_seconds": round(shard_seconds, 1)}
-
-
-def save_data_stage(config: SampledDataConfig, engine, rows: list[dict], stats: dict, jsonl_name: str) -> dict:
-    """Write a data stage's outputs: the rows as a `datasets` dataset in ``dataset/`` and an exact JSONL
-    export, ``stats.json`` with the config and `engine` settings, then the Hub push when configured.
-    Returns the stats."""
-    from datasets import Dataset
-
-    output_dir = Path(config.output_dir)
-    Dataset.from_list(rows).save_to_disk(str(output_dir / "dataset"))
-    write_text_atomic(output_dir / jsonl_name, "".join(json.dumps(row) + "\n" for row in rows))
-    stats["config"] = config_to_dict(config, engine)
-    write_json_atomic(output_dir / "stats.json", stats)
-    if config.push_to_hub:
-        push_dataset(config.output_dir, config.hub_dataset_id)
-    return stats
