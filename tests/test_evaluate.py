@@ -2,8 +2,10 @@
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -209,3 +211,15 @@ def test_two_processes_write_the_report_of_one(small_policy, tmp_path):
     subprocess.run([*launch, "-m", "ponder.training.evaluate", *args, "--output_dir", str(two)], check=True)
     assert json.loads((two / "report.json").read_text())["accuracy"] == single["accuracy"]
     assert (two / "rows.jsonl").read_text() == (tmp_path / "single" / "rows.jsonl").read_text()
+
+    # killed (SIGKILL) once some shards are saved, then run again: the rows of the uninterrupted run
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "ponder.training.evaluate", *args, "--output_dir", str(killed)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while len(list(killed.glob("runs/*/shard-*.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL and not (killed / "report.json").exists()
+    subprocess.run(command, check=True, capture_output=True)  # the dead run's lock is taken over
+    assert (killed / "rows.jsonl").read_text() == (tmp_path / "single" / "rows.jsonl").read_text()
