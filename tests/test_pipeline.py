@@ -50,6 +50,17 @@ def test_pipeline_killed_in_a_stage_resumes_without_redoing_finished_stages(tmp_
     }
     assert {"orm_bon_weighted", "beam_m4", "revision_l4"} <= swept  # the stage used this run's ORM and revision model
 
+    # a complete stage whose settings changed since, or whose earlier stages did, is not reused silently
+    rerun = subprocess.run(pipeline(tmp_path) + ["--set", "revision.learning_rate=1e-3"], capture_output=True, text=True)
+    assert rerun.returncode != 0 and "revision: completed by another run" in rerun.stderr, rerun.stderr
+    label_marker = tmp_path / "label" / "stage_complete.json"
+    done = json.loads(label_marker.read_text())
+    label_marker.write_text(json.dumps(done | {"fingerprint": "relabelled"}))  # as if labelled again since
+    rerun = subprocess.run(pipeline(tmp_path) + ["--stages", "prm"], capture_output=True, text=True)
+    assert rerun.returncode != 0 and "prm: completed by another run" in rerun.stderr, rerun.stderr
+    label_marker.write_text(json.dumps(done))
+    assert "complete, skipped" in subprocess.run(pipeline(tmp_path), capture_output=True, text=True, check=True).stdout
+
 
 def test_inputs_follow_the_output_folder_and_overrides_are_checked(tmp_path):
     flags = redirected_inputs(Path("recipes/toy/prm.yaml"), Path("outputs/toy"), tmp_path)

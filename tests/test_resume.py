@@ -196,3 +196,22 @@ def test_a_failed_start_leaves_the_folder_to_the_right_command(small_policy, pro
         evaluate_stage.main(args + ["--prm", str(tmp_path / "no_prm")])
     assert not (out / "fingerprint.json").exists() and not (out / "lock").exists()
     assert evaluate_stage.main(args)["accuracy"] and (out / "fingerprint.json").exists()
+
+
+def test_a_training_stage_resumes_only_checkpoints_of_its_own_settings(tmp_path):
+    from conftest import SMALL_POLICY
+
+    from ponder.training.policy import main as train_policy
+
+    args = [*SMALL_POLICY, "--output_dir", str(tmp_path), "--max_steps", "4", "--save_strategy", "steps"]
+    args += ["--save_steps", "2", "--eval_problems_per_level", "2", "--eval_samples", "1"]
+    first = train_policy(args)
+    assert first["training"]["resumed_from"] is None and (tmp_path / "checkpoint-4").is_dir()
+    with pytest.raises(ConfigError, match=r"(?s)other settings.*learning_rate: 0\.002 → 0\.001"):
+        train_policy([*args, "--learning_rate", "1e-3"])
+    again = train_policy([*args, "--logging_steps", "1"])  # how often it logs changes nothing it trains
+    assert again["training"]["resumed_from"] == str(tmp_path / "checkpoint-4")
+    explicit = train_policy(
+        [*args, "--learning_rate", "1e-3", "--resume_from_checkpoint", str(tmp_path / "checkpoint-2")]
+    )
+    assert explicit["training"]["resumed_from"] == str(tmp_path / "checkpoint-2")

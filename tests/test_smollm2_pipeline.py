@@ -35,9 +35,11 @@ LOCAL_PROBLEMS = [
 ]
 
 
-def run_pipeline(output_dir: Path, settings: list[str], env: dict | None = None) -> str:
-    """`ponder pipeline recipes/smollm2-gsm8k` into `output_dir`; its output, once it has succeeded."""
+def run_pipeline(output_dir: Path, settings: list[str], env: dict | None = None, stages: tuple = ()) -> str:
+    """`ponder pipeline recipes/smollm2-gsm8k` into `output_dir` (its `stages` only, when given); its output,
+    once it has succeeded."""
     flags = [arg for setting in LOCAL_PROBLEMS + settings for arg in ("--set", setting)]
+    flags += ["--stages", ",".join(stages)] if stages else []
     command = [sys.executable, "-m", "ponder.training.cli", "pipeline", str(RECIPES), "--output_dir", str(output_dir)]
     done = subprocess.run([*command, *flags], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
@@ -89,7 +91,7 @@ def test_every_stage_runs_on_smollm2_with_a_zero3_prm(pipeline_run):
 
 def test_data_stages_and_evaluate_run_with_vllm(pipeline_run, tmp_path):
     """The same folder with vLLM (CPU build) sampling in label, revisions and evaluate (budgets up to 2);
-    the trained checkpoints of the first run are reused (hard links), so only those three stages run."""
+    the trained checkpoints of the first run are reused (hard links), and only those three stages run."""
     pytest.importorskip("vllm", reason="vLLM is not installed")
     output_dir = tmp_path / "vllm"
     shutil.copytree(pipeline_run[0], output_dir, copy_function=os.link)
@@ -98,8 +100,8 @@ def test_data_stages_and_evaluate_run_with_vllm(pipeline_run, tmp_path):
     engine = {"backend": "vllm", "dtype": "float32", "enforce_eager": "true"}
     settings = [f"{stage}.{key}={value}" for stage in DATA_STAGES for key, value in engine.items()]
     settings.append("evaluate.max_budget=2")
-    printed = run_pipeline(output_dir, settings, env=os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"})
-    assert "prm: complete, skipped" in printed and "revision: complete, skipped" in printed
+    printed = run_pipeline(output_dir, settings, os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"}, DATA_STAGES)
+    assert "[1/3] label:" in printed and "[3/3] evaluate:" in printed
     for stage in DATA_STAGES:
         marker = json.loads((output_dir / stage / "stage_complete.json").read_text())
         assert "vllm" in marker["command"], stage

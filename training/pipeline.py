@@ -7,7 +7,9 @@ machine without a GPU a DeepSpeed launch runs on DeepSpeed's CPU accelerator (``
 unless the environment sets it) and a training stage talks over gloo (``--ddp_backend gloo``, which a
 recipe's own ``ddp_backend`` overrides). A stage counts as complete once it exits cleanly and
 `OUT/S/stage_complete.json` is written, so a rerun after a crash resumes at the first unfinished
-stage (and a stage that writes shards resumes inside itself).
+stage (and a stage that writes shards resumes inside itself). The marker records a fingerprint of
+the stage's command, recipe and accelerate config and of the stages before it: a complete stage whose
+fingerprint has changed since stops the rerun, naming it, instead of being skipped.
 
 Recipes name their inputs by the folder's default outputs (``outputs/toy/policy``); when the
 pipeline writes elsewhere (``--output_dir``), every recipe value under ``outputs/<folder name>/``
@@ -18,6 +20,7 @@ one key of one stage.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -118,10 +121,6 @@ def run_pipeline(
     for number, stage in enumerate(stages, 1):
         output_dir = output_root / stage
         marker = output_dir / COMPLETE_MARKER
-        if marker.exists():
-            print(f"[{number}/{len(stages)}] {stage}: complete, skipped ({marker})", flush=True)
-            record[stage] = json.loads(marker.read_text()) | {"skipped": True}
-            continue
         recipe = recipe_dir / f"{stage}.yaml"
         config = launch_config(recipe_dir, stage)
         if accelerate_config is not None and stage in DISTRIBUTED_STAGES:
@@ -130,15 +129,43 @@ def run_pipeline(
         command = stage_command(stage, recipe, output_dir, config) + flags
         command += redirected_inputs(recipe, default_root, output_root) + overrides.get(stage, [])
         recorded = redact_command(command)
+        earlier = [_read(output_root / s / COMPLETE_MARKER) or {} for s in STAGE_ORDER[: STAGE_ORDER.index(stage)]]
+        fingerprint = launch_fingerprint(
+            recorded, output_root, [recipe] + ([config] if config else []), [m.get("fingerprint", "") for m in earlier]
+        )
+        if marker.exists():
+            done = json.loads(marker.read_text())
+            if done.get("fingerprint") != fingerprint:
+                raise SystemExit(
+                    f"[{number}/{len(stages)}] {stage}: completed by another run ({marker}): its recipe, command, "
+                    f"accelerate config or an earlier stage has changed since; run into a new --output_dir, or "
+                    f"remove {output_dir} and the stages after it to run it again"
+                )
+            print(f"[{number}/{len(stages)}] {stage}: complete, skipped ({marker})", flush=True)
+            record[stage] = done | {"skipped": True}
+            continue
         shown = [f"{key}={value}" for key, value in environment.items()] + recorded
         print(f"[{number}/{len(stages)}] {stage}: {' '.join(shown)}", flush=True)
         start = time.monotonic()
         result = subprocess.run(command, env=os.environ | environment)
         if result.returncode != 0:
             raise SystemExit(f"stage {stage!r} failed with exit code {result.returncode}; rerun to resume")
-        record[stage] = {"command": recorded, "environment": environment, "seconds": round(time.monotonic() - start, 1)}
+        seconds = round(time.monotonic() - start, 1)
+        record[stage] = {"command": recorded, "environment": environment, "seconds": seconds}
+        record[stage]["fingerprint"] = fingerprint
         write_json_atomic(marker, record[stage])
     return record
+
+
+def launch_fingerprint(command: list[str], output_root: Path, files: list[Path], earlier: list[str]) -> str:
+    """A digest of what a stage's run depends on: its command (the output folder written as ``<OUT>``, so a
+    moved folder keeps it), the recipe and accelerate config it reads, and the fingerprints of the stages before
+    it, so that a stage run again upstream makes the stages after it stale."""
+    digest = hashlib.sha256()
+    parts = [*(arg.replace(str(output_root), "<OUT>") for arg in command), *(f.read_text() for f in files), *earlier]
+    for part in parts:
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def _read(path: Path) -> dict | None:

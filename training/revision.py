@@ -31,6 +31,7 @@ from ponder.inference.engine import default_device
 from ponder.inference.revision import RevisionFormat, load_revision_format
 from ponder.inference.tasks import TASK_NAMES, get_task
 from ponder.training.core.configs import ConfigError, checkpoint_path, parse_config, require
+from ponder.training.core.fingerprint import training_fingerprint
 from ponder.training.core.finish import finish, judge_only, train
 from ponder.training.core.logs import setup_logging
 from ponder.training.core.lora import LoraSettings, with_lora
@@ -175,7 +176,7 @@ def train_revision_model(config: RevisionConfig, args: SFTConfig) -> dict:
         eval_dataset=Dataset.from_list([r["example"] for r in eval_rows]) if eval_rows else None,
         processing_class=tokenizer,
     )
-    result = train(trainer)
+    result = train(trainer, training_fingerprint(config, args, ("model_name_or_path",), ("dataset",)))
     eval_loss = trainer.evaluate()["eval_loss"] if eval_rows else None
     return finish(
         trainer,

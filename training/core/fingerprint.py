@@ -120,6 +120,44 @@ def stage_fingerprint(
     return {"stage": type(config).__name__, **record}
 
 
+TRAINING_RECORD_KEYS = (  # TrainingArguments that change where and how often a run reports, not what it trains
+    "output_dir",
+    "logging_dir",
+    "logging_strategy",
+    "logging_steps",
+    "logging_first_step",
+    "report_to",
+    "run_name",
+    "disable_tqdm",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "save_only_model",
+    "eval_strategy",
+    "eval_steps",
+    "resume_from_checkpoint",
+    "dataloader_num_workers",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_strategy",
+    "hub_token",
+    "hub_private_repo",
+)
+
+
+def training_fingerprint(config: Any, args: Any, checkpoints: tuple[str, ...], inputs: tuple[str, ...]) -> dict:
+    """The fingerprint of a training run: the stage's `config` and its TrainingArguments `args` without the
+    keys of where and how often it reports (`TRAINING_RECORD_KEYS`), the identity of each checkpoint the
+    keys `checkpoints` name (the base model) and the contents of each input `inputs` name (the dataset)."""
+    record = {key: value for key, value in config_to_dict(config).items() if key not in OUTPUT_KEYS}
+    record |= {key: value for key, value in config_to_dict(args).items() if key not in TRAINING_RECORD_KEYS}
+    for key in checkpoints:
+        record[key] = checkpoint_identity(record[key])
+    for key in inputs:
+        record[key] = input_identity(record[key])
+    return {"stage": type(config).__name__, **record}
+
+
 def read_fingerprint(folder: Path) -> dict | None:
     path = folder / FINGERPRINT_FILE
     return json.loads(path.read_text()) if path.exists() else None
@@ -139,15 +177,17 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:20] + "…"
 
 
-def fingerprint_mismatch(folder: Path, recorded: dict | None, fingerprint: dict) -> ConfigError:
+def fingerprint_mismatch(
+    folder: Path, recorded: dict | None, fingerprint: dict, start_fresh: str = START_FRESH
+) -> ConfigError:
     """The error of a run into `folder` whose outputs `recorded` made (None: unknown), naming what differs."""
     if recorded is None:
         return ConfigError(
             f"{folder} holds outputs but no {FINGERPRINT_FILE} (an older version of ponder wrote them), so what "
-            f"made them is unknown; {START_FRESH}"
+            f"made them is unknown; {start_fresh}"
         )
     changed = "\n  ".join(differences(recorded, fingerprint))
     return ConfigError(
         f"{folder} holds outputs made with other settings or inputs (recorded → this run):\n  {changed}\n"
-        f"rerun with the recorded ones to resume them; {START_FRESH}"
+        f"rerun with the recorded ones to resume them; {start_fresh}"
     )

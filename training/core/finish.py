@@ -21,12 +21,17 @@ from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
 
+from ponder.training.core.fingerprint import FINGERPRINT_FILE, fingerprint_mismatch, read_fingerprint
 from ponder.training.core.lora import ADAPTER_DIR, LoraSettings, merge_adapter
 from ponder.training.core.outputs import write_checkpoint_metadata, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 JUDGING_TIMEOUT = timedelta(days=1)  # how long the other processes wait for the main one to finish
+TRAIN_FRESH = (
+    "to train from scratch, use a new output_dir or remove its checkpoint-* folders; to resume one of them anyway, "
+    "pass --resume_from_checkpoint"
+)
 
 
 def last_checkpoint(args) -> str | None:
@@ -40,9 +45,22 @@ def last_checkpoint(args) -> str | None:
     return complete[-1] if complete else None
 
 
-def train(trainer):
-    """`trainer.train()`, resumed from `last_checkpoint`; its metrics also name that checkpoint (``resumed_from``)."""
-    checkpoint = last_checkpoint(trainer.args)
+def train(trainer, fingerprint: dict):
+    """`trainer.train()`, resumed from `last_checkpoint`; its metrics also name that checkpoint (``resumed_from``).
+
+    A checkpoint found in the output folder is resumed only when the folder's ``fingerprint.json`` is this
+    run's `fingerprint` (`training_fingerprint`): other settings, data or base model are refused, naming
+    what differs. An explicit ``--resume_from_checkpoint`` is taken as it is.
+    """
+    args = trainer.args
+    output_dir = Path(args.output_dir)
+    checkpoint = last_checkpoint(args)
+    if checkpoint and not args.resume_from_checkpoint:
+        recorded = read_fingerprint(output_dir)
+        if recorded != fingerprint:
+            raise fingerprint_mismatch(output_dir, recorded, fingerprint, TRAIN_FRESH)
+    if trainer.is_world_process_zero():
+        write_json_atomic(output_dir / FINGERPRINT_FILE, fingerprint)
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -24,6 +24,7 @@ from ponder.inference.step_format import StepFormat
 from ponder.inference.tasks import TASK_NAMES, get_task
 from ponder.inference.verifiers import AGGREGATIONS, READS, label_token_id
 from ponder.training.core.configs import checkpoint_path, require
+from ponder.training.core.fingerprint import training_fingerprint
 from ponder.training.core.finish import finish, judge_only, train
 from ponder.training.core.lora import LoraSettings, with_lora
 from ponder.training.core.rows import EmptyDatasetError, load_rows, split_by_problem
@@ -257,7 +258,7 @@ def train_verifier(config: VerifierConfig, args: TrainingArguments, target: str 
         label_token_ids=label_token_ids,
         callbacks=[hub_push],
     )
-    result = train(trainer)
+    result = train(trainer, training_fingerprint(config, args, ("model_name_or_path",), ("dataset",)))
     # a metric that needs both classes is NaN in the Trainer's logs when the held-out labels hold one; null here
     label_metrics = trainer.evaluate() if eval_features else {}
     label_metrics = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in label_metrics.items()}
