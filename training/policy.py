@@ -33,6 +33,7 @@ from transformers import (
 from ponder.inference.engine import default_device
 from ponder.inference.tasks.arith import LEVELS, NUMBER_WIDTH, ArithTask, Level, in_test_split, sample_problem
 from ponder.training.core.configs import ConfigError, parse_config
+from ponder.training.core.fingerprint import training_fingerprint
 from ponder.training.core.finish import finish, judge_only, train
 from ponder.training.core.logs import setup_logging
 from ponder.training.core.sft_examples import multi_turn_example
@@ -270,7 +271,7 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
         processing_class=tokenizer,
         callbacks=[stop_rule, hub_push],
     )
-    result = train(trainer)
+    result = train(trainer, training_fingerprint(config, args, (), ()))
     loss_curve = [[entry["step"], round(entry["loss"], 4)] for entry in trainer.state.log_history if "loss" in entry]
     tokens = trainer.state.num_input_tokens_seen
     rate = tokens and not result.metrics["resumed_from"]  # tokens count from the start, seconds from the resumption
