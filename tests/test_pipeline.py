@@ -51,7 +51,9 @@ def test_pipeline_killed_in_a_stage_resumes_without_redoing_finished_stages(tmp_
     assert {"orm_bon_weighted", "beam_m4", "revision_l4"} <= swept  # the stage used this run's ORM and revision model
 
     # a complete stage whose settings changed since, or whose earlier stages did, is not reused silently
-    rerun = subprocess.run(pipeline(tmp_path) + ["--set", "revision.learning_rate=1e-3"], capture_output=True, text=True)
+    rerun = subprocess.run(
+        pipeline(tmp_path) + ["--set", "revision.learning_rate=1e-3"], capture_output=True, text=True
+    )
     assert rerun.returncode != 0 and "revision: completed by another run" in rerun.stderr, rerun.stderr
     label_marker = tmp_path / "label" / "stage_complete.json"
     done = json.loads(label_marker.read_text())

@@ -1,9 +1,10 @@
-"""Policy stage (toy world): train a tiny causal LM from scratch on generated `arith` solutions.
+"""Policy stage (toy world): train a tiny causal LM from scratch on generated solutions of a toy task.
 
     ponder policy --config recipes/toy/policy.yaml
     accelerate launch -m ponder.training.policy --config recipes/toy/policy.yaml
 
-Fresh random training problems every step (never from the test split), loss on the solution only,
+Any task with a training-problem stream (`ToyTask.training_example`: `arith`, `countdown`) trains a
+policy: fresh random training problems every step (never from the test split), loss on the solution only,
 training until a loss target, a step cap or a time cap; a run resumes from the newest checkpoint in
 its output folder. Afterwards the saved policy is sampled on held-out problems of every level and
 `eval.json` is written into the checkpoint folder. With ``--eval_only true`` the stage trains nothing:
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from transformers import (
 )
 
 from ponder.inference.engine import default_device
-from ponder.inference.tasks.arith import LEVELS, NUMBER_WIDTH, ArithTask, Level, in_test_split, sample_problem
+from ponder.inference.tasks import TASK_NAMES, get_task
+from ponder.inference.tasks.toy import ToyTask, check_range
 from ponder.training.core.configs import ConfigError, parse_config
 from ponder.training.core.fingerprint import training_fingerprint
 from ponder.training.core.finish import finish, judge_only, train
@@ -48,28 +50,40 @@ logger = logging.getLogger(__name__)
 class PolicyConfig:
     """Model shape, training problems, stopping rule and evaluation of the toy policy.
 
-    Training problems draw their operand count and digits uniformly from the inclusive ranges
-    `train_operands` and `train_digits`, so every operand position of every length is practised;
-    `levels` are the difficulty levels evaluated. `earlier_turns` ([low, high]) puts that many other
-    solved problems before each training question (`SolutionStream`). `init_from` continues training
-    a saved policy (its shape and tokenizer; the shape keys are then unused). Training keys:
-    `TrainingArguments`.
+    Training problems are drawn from the task's inclusive ranges, keys ``train_<name>`` (unset: the
+    task's defaults); a key of another task is an error. `arith` draws the operand count and the
+    digits uniformly from `train_operands` and `train_digits`, so every operand position of every
+    length is practised; `countdown` draws the level from `train_levels`. `levels` are the difficulty
+    levels evaluated. `earlier_turns` ([low, high]) puts that many other solved problems before each
+    training question (`SolutionStream`). `init_from` continues training a saved policy (its shape
+    and tokenizer; the shape keys are then unused). Training keys: `TrainingArguments`.
     """
 
     task: str = field(
-        default="arith", metadata={"help": "task the policy learns; the policy stage trains toy 'arith' policies only"}
+        default="arith",
+        metadata={"help": "task the policy learns: a toy task with a training-problem stream (arith, countdown)"},
     )
-    levels: list[int] = field(
-        default_factory=lambda: sorted(LEVELS),
-        metadata={"help": "arith levels the policy is evaluated on after training"},
+    levels: list[int] | None = field(
+        default=None,
+        metadata={"help": "levels the policy is evaluated on after training (unset: all of the task's levels)"},
     )
-    train_operands: list[int] = field(
-        default_factory=lambda: [2, 10],
-        metadata={"help": "inclusive [low, high] range of the operand count of training problems (low >= 2)"},
+    train_operands: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "arith: inclusive [low, high] range of the operand count of training problems (low >= 2; "
+            "unset: [2, 10])"
+        },
     )
-    train_digits: list[int] = field(
-        default_factory=lambda: [1, 3],
-        metadata={"help": "inclusive [low, high] range of the digits per operand of training problems (low >= 1)"},
+    train_digits: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "arith: inclusive [low, high] range of the digits per operand of training problems "
+            "(low >= 1; unset: [1, 3])"
+        },
+    )
+    train_levels: list[int] | None = field(
+        default=None,
+        metadata={"help": "countdown: inclusive [low, high] range of the levels of training problems (unset: all)"},
     )
     earlier_turns: list[int] = field(
         default_factory=lambda: [0, 0],
@@ -113,9 +127,36 @@ class PolicyConfig:
         default=False, metadata={"help": "train nothing: judge the policy at init_from, write eval.json to output_dir"}
     )
 
+    def __post_init__(self):
+        if self.levels is None:
+            self.levels = sorted(toy_task(self.task).levels)
+
+    def training_ranges(self, task: ToyTask) -> dict[str, list[int]]:
+        """The task's training ranges, each ``train_<name>`` key over the task's default; checked."""
+        for key in RANGE_KEYS:
+            if getattr(self, key) is not None and key.removeprefix("train_") not in task.training_ranges:
+                own = ", ".join(f"train_{name}" for name in task.training_ranges)
+                raise ValueError(f"{key}: does not apply to task {task.name!r} (its training keys: {own})")
+        ranges = {name: getattr(self, f"train_{name}") for name in task.training_ranges}
+        ranges = {name: list(task.training_ranges[name] if r is None else r) for name, r in ranges.items()}
+        task.check_training_ranges(**ranges)
+        return ranges
+
+
+RANGE_KEYS = [f.name for f in fields(PolicyConfig) if f.name.startswith("train_")]
+
+
+def toy_task(name: str) -> ToyTask:
+    """The task `name`, which must have a training-problem stream."""
+    task = get_task(name)
+    if not isinstance(task, ToyTask):
+        toy = [n for n in TASK_NAMES if isinstance(get_task(n), ToyTask)]
+        raise ValueError(f"task: the policy stage trains toy policies only ({', '.join(toy)}), got {name!r}")
+    return task
+
 
 class SolutionStream(IterableDataset):
-    """An endless stream of tokenized (prompt, reference solution) chats, loss on the solutions only.
+    """An endless stream of tokenized (prompt, training solution) chats, loss on the solutions only.
 
     With `earlier_turns` (an inclusive range) each chat first shows that many other solved problems,
     every solution trained, so the policy learns to solve the latest question whatever came before:
@@ -123,41 +164,33 @@ class SolutionStream(IterableDataset):
     earlier attempt of the same problem, on the toy 15x policy), which a revision chain always shows.
 
     Examples are drawn `group` batches at a time and sorted by length before batching, so that a
-    batch holds sequences of similar length and little padding.
+    batch holds sequences of similar length and little padding. `ranges` are the task's training
+    ranges in the order of its `training_ranges` (arith: operands, digits; countdown: levels).
     """
 
     def __init__(
         self,
         tokenizer,
-        operands: list[int],
-        digits: list[int],
+        *ranges: list[int],
         seed: int,
         batch_size: int,
         group: int,
         earlier_turns: tuple[int, int] = (0, 0),
+        task: str = "arith",
     ):
-        self.task = ArithTask()
+        self.task = toy_task(task)
+        self.ranges = dict(zip(self.task.training_ranges, ranges, strict=True))
         self.earlier_turns = earlier_turns
         self.tokenizer = tokenizer
-        self.operands = operands
-        self.digits = digits
         self.seed = seed
         self.batch_size = batch_size
         self.group = max(1, group)
-
-    def problem(self, rng: random.Random) -> str:
-        """A fresh training problem (never one of the test split)."""
-        while True:
-            problem = sample_problem(rng, Level(rng.randint(*self.operands), rng.randint(*self.digits)))
-            if not in_test_split(problem):
-                return problem
 
     def example(self, rng: random.Random) -> dict:
         """One chat: `earlier_turns` solved exchanges, then the last problem; the oldest go if it is too long."""
         # no draw for single-question streams, so they stay the exact stream earlier policies trained on
         count = 1 + (rng.randint(*self.earlier_turns) if self.earlier_turns[1] else 0)
-        problems = [self.problem(rng) for _ in range(count)]
-        exchanges = [(p, self.task.reference_solution({"problem": p})) for p in problems]
+        exchanges = [self.task.training_example(rng, **self.ranges) for _ in range(count)]
         while True:
             example = multi_turn_example(self.tokenizer, exchanges)
             if len(exchanges) == 1 or len(example["input_ids"]) <= self.tokenizer.model_max_length:
@@ -219,17 +252,12 @@ class StopRule(TrainerCallback):
 
 def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
     """Train, save and judge a policy; returns the record written to `eval.json`."""
-    if config.task != "arith":
-        raise ValueError(f"task: the policy stage trains toy policies only ('arith'), got {config.task!r}")
-    unknown = sorted(set(config.levels) - set(LEVELS))
+    task = toy_task(config.task)
+    unknown = sorted(set(config.levels) - set(task.levels))
     if unknown:
-        raise ValueError(f"levels: unknown arith level(s) {unknown}; levels are {sorted(LEVELS)}")
-    for key, low in (("train_operands", 2), ("train_digits", 1), ("earlier_turns", 0)):
-        bounds = getattr(config, key)
-        if len(bounds) != 2 or not low <= bounds[0] <= bounds[1]:
-            raise ValueError(f"{key}: give an inclusive range [low, high] with {low} <= low <= high, got {bounds}")
-    if len(str(config.train_operands[1] * (10 ** config.train_digits[1] - 1))) > NUMBER_WIDTH:
-        raise ValueError(f"train_operands/train_digits: running values would exceed {NUMBER_WIDTH} digits")
+        raise ValueError(f"levels: unknown {task.name} level(s) {unknown}; levels are {sorted(task.levels)}")
+    ranges = config.training_ranges(task)
+    check_range("earlier_turns", config.earlier_turns, 0)
     set_seed(args.seed)
     if config.init_from:
         tokenizer = AutoTokenizer.from_pretrained(config.init_from)
@@ -248,18 +276,18 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
     logger.info("policy: %.2f M parameters", model.num_parameters() / 1e6)
     stream = SolutionStream(
         tokenizer,
-        config.train_operands,
-        config.train_digits,
-        args.seed,
-        args.per_device_train_batch_size,
-        config.length_grouping,
-        tuple(config.earlier_turns),
+        *ranges.values(),
+        seed=args.seed,
+        batch_size=args.per_device_train_batch_size,
+        group=config.length_grouping,
+        earlier_turns=tuple(config.earlier_turns),
+        task=task.name,
     )
     stop_rule = StopRule(config.loss_target, config.max_train_minutes)
     metadata = {
         "kind": "policy",
         "task": config.task,
-        "step_delimiter": ArithTask.step_delimiter,
+        "step_delimiter": task.step_delimiter,
         "prompt": "chat_template",
     }
     hub_push = HubPush(args, metadata, config, args)
@@ -294,7 +322,7 @@ def judge_policy(config: PolicyConfig, checkpoint: Path) -> dict:
     device = default_device()
     model = AutoModelForCausalLM.from_pretrained(checkpoint).to(device)
     model.config.use_cache = True
-    return evaluate_policy(model, AutoTokenizer.from_pretrained(checkpoint), ArithTask(), config)
+    return evaluate_policy(model, AutoTokenizer.from_pretrained(checkpoint), get_task(config.task), config)
 
 
 def main(argv: list[str] | None = None) -> dict:

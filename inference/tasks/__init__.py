@@ -53,7 +53,7 @@ def problem_row(row: dict, index: int, question_key: str, answer, solution: str 
     return problem if solution is None else problem | {"solution": solution}
 
 
-TASK_NAMES = ("arith", "math", "gsm8k")
+TASK_NAMES = ("arith", "countdown", "math", "gsm8k")
 
 
 def get_task(name: str) -> Task:
@@ -62,6 +62,10 @@ def get_task(name: str) -> Task:
         from ponder.inference.tasks.arith import ArithTask
 
         return ArithTask()
+    if name == "countdown":
+        from ponder.inference.tasks.countdown import CountdownTask
+
+        return CountdownTask()
     if name == "math":
         from ponder.inference.tasks.math import MathTask
 

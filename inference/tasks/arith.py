@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import random
 import re
-import zlib
 from dataclasses import dataclass
 
-from ponder.inference.tasks import problem_row, split_on_delimiter
-
-STEP_DELIMITER = "\n"
-ANSWER_PREFIX = "Answer: "
-TEST_SPLIT_MODULUS = 10
-MAX_CONSECUTIVE_MISSES = 20_000  # draws without a new problem before a level counts as exhausted
-
+from ponder.inference.tasks import split_on_delimiter
+from ponder.inference.tasks.toy import (
+    ANSWER_PREFIX,
+    ANSWER_RE,
+    STEP_DELIMITER,
+    StepError,
+    ToyTask,
+    check_range,
+    in_test_split,
+)
 
 NUMBER_WIDTH = 4  # every number of every level is zero-padded to this many digits
 
@@ -55,29 +57,8 @@ LEVELS: dict[int, Level] = {
 assert all(len(str(spec.operands * (10**spec.digits - 1))) <= NUMBER_WIDTH for spec in LEVELS.values())
 
 _STEP_RE = re.compile(r"^([0-9]+)([+-])([0-9]+)=([0-9]+)$")
-_ANSWER_RE = re.compile(rf"^{ANSWER_PREFIX}([0-9]+)$")
 _ANSWER_SEARCH_RE = re.compile(rf"^{ANSWER_PREFIX}(-?[0-9]+)$", re.MULTILINE)
 _PROBLEM_RE = re.compile(r"^([0-9]+)(?:[+-][0-9]+)+$")
-
-
-@dataclass(frozen=True)
-class StepError:
-    """Where and how a solution first goes wrong.
-
-    kind is one of: ``arithmetic`` (well-formed step whose value is wrong), ``copy`` (the step does
-    not apply the problem's next operation to the running value), ``answer`` (answer line disagrees
-    with the last value), ``early_answer`` (answer line before the last operation), ``format``
-    (unparsable step or a number not of the problem's width), ``extra`` (anything after the answer
-    line).
-    """
-
-    index: int
-    kind: str
-
-    @property
-    def step_located(self) -> bool:
-        """True for a slip on a specific well-formed step, as opposed to format garbage."""
-        return self.kind in ("arithmetic", "copy", "answer")
 
 
 @dataclass(frozen=True)
@@ -121,6 +102,11 @@ def reference_steps(problem: str) -> list[str]:
 def diagnose(problem: str, text: str) -> StepError | None:
     """The first wrong step of `text` as a solution of `problem`, or None if no step is wrong.
 
+    Kinds: ``arithmetic`` (well-formed step whose value is wrong), ``copy`` (the step does not apply
+    the problem's next operation to the running value), ``answer`` (answer line disagrees with the
+    last value), ``early_answer`` (answer line before the last operation), ``format`` (unparsable step
+    or a number not of the problem's width), ``extra`` (anything after the answer line).
+
     Only the steps that are written are judged: a correct but unfinished prefix returns None (a
     search can score partial solutions with it); `grade` decides whether a solution is finished and
     right. The text is judged as written: a blank line is a step of the wrong format.
@@ -140,7 +126,7 @@ def diagnose(problem: str, text: str) -> StepError | None:
             if int(result) != previous:
                 return StepError(index, "arithmetic")
         elif index == len(parsed.ops):
-            match = _ANSWER_RE.match(step)
+            match = ANSWER_RE.match(step)
             if match is None:
                 return StepError(index, "format")
             if int(match.group(1)) != previous:
@@ -150,52 +136,10 @@ def diagnose(problem: str, text: str) -> StepError | None:
     return None
 
 
-def split_steps(text: str) -> list[str]:
-    """Steps of a solution; one trailing delimiter is ignored, empty steps are dropped."""
-    return split_on_delimiter(text, STEP_DELIMITER)
-
-
 def extract_answer(text: str) -> str | None:
     """The number on the last ``Answer: N`` line without its zero padding, or None when there is none."""
     answers = _ANSWER_SEARCH_RE.findall(text)
     return str(int(answers[-1])) if answers else None
-
-
-def in_test_split(problem: str) -> bool:
-    """Whether a problem text belongs to the held-out test split (a fixed 10 % by hash).
-
-    Training streams never draw test problems, so every stage can evaluate on held-out data.
-    """
-    return zlib.crc32(problem.encode()) % TEST_SPLIT_MODULUS == 0
-
-
-def generate(n: int, level: int, seed: int, split: str = "test") -> list[dict]:
-    """`n` distinct problems of `level` from `split`, the same for the same seed.
-
-    Rows are ``{id, problem, answer, level}``.
-    """
-    if level not in LEVELS:
-        raise ValueError(f"unknown arith level {level}; levels are {sorted(LEVELS)}")
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r}; use 'train' or 'test'")
-    spec = LEVELS[level]
-    rng = random.Random(f"arith:{level}:{seed}:{split}")
-    problems: list[dict] = []
-    seen: set[str] = set()
-    misses = 0
-    while len(problems) < n:
-        problem = sample_problem(rng, spec)
-        if problem in seen or in_test_split(problem) != (split == "test"):
-            misses += 1
-            if misses > MAX_CONSECUTIVE_MISSES:
-                raise ValueError(f"level {level} has fewer than {n} distinct {split} problems")
-            continue
-        misses = 0
-        seen.add(problem)
-        answer = str(parse_problem(problem).values()[-1])
-        row = {"id": f"arith-L{level}-{split}-s{seed}-{len(problems)}", "problem": problem, "answer": answer}
-        problems.append(row | {"level": level})
-    return problems
 
 
 def sample_problem(rng: random.Random, spec: Level) -> str:
@@ -211,25 +155,18 @@ def sample_problem(rng: random.Random, spec: Level) -> str:
     return "".join(parts)
 
 
-class ArithTask:
+class ArithTask(ToyTask):
     """The `arith` task behind the common `Task` interface, plus the generator and the oracle."""
 
     name = "arith"
-    step_delimiter = STEP_DELIMITER
     levels = LEVELS
+    training_ranges = {"operands": (2, 10), "digits": (1, 3)}
 
-    def make_prompt(self, problem: dict) -> str:
-        return problem["problem"]
+    def sample_problem(self, rng: random.Random, spec: Level) -> str:
+        return sample_problem(rng, spec)
 
-    def problem_from_row(self, row: dict, index: int) -> dict:
-        """A row of problems written by `generate` (``{id, problem, answer, level}``), checked."""
-        return problem_row(row, index, question_key="problem", answer=row.get("answer"))
-
-    def split_steps(self, text: str) -> list[str]:
-        return split_steps(text)
-
-    def join_steps(self, steps: list[str]) -> str:
-        return STEP_DELIMITER.join(steps)
+    def answer_of(self, problem: str) -> str:
+        return str(parse_problem(problem).values()[-1])
 
     def extract_answer(self, text: str) -> str | None:
         return extract_answer(text)
@@ -237,19 +174,34 @@ class ArithTask:
     def check_answer(self, answer: str, gold: str) -> bool:
         return int(answer) == int(gold)
 
-    def grade(self, text: str, gold: str) -> bool:
-        answer = extract_answer(text)
-        return answer is not None and self.check_answer(answer, gold)
-
-    def generate(self, n: int, level: int, seed: int, split: str = "test") -> list[dict]:
-        return generate(n, level, seed, split)
-
     def reference_solution(self, problem: dict) -> str:
         return self.join_steps(reference_steps(problem["problem"]))
 
     def diagnose(self, problem: dict, text: str) -> StepError | None:
         return diagnose(problem["problem"], text)
 
-    def first_wrong_step(self, problem: dict, text: str) -> int | None:
-        error = diagnose(problem["problem"], text)
-        return None if error is None else error.index
+    def check_training_ranges(self, operands: list[int], digits: list[int]) -> None:
+        """A ValueError naming the policy key when training problems would not fit `NUMBER_WIDTH`."""
+        check_range("train_operands", operands, 2)
+        check_range("train_digits", digits, 1)
+        if len(str(operands[1] * (10 ** digits[1] - 1))) > NUMBER_WIDTH:
+            raise ValueError(f"train_operands/train_digits: running values would exceed {NUMBER_WIDTH} digits")
+
+    def training_level(self, rng: random.Random, operands: list[int], digits: list[int]) -> Level:
+        """Operand count and digits of the next training problem, each uniform over its range."""
+        return Level(rng.randint(*operands), rng.randint(*digits))
+
+
+__all__ = [
+    "LEVELS",
+    "NUMBER_WIDTH",
+    "ArithTask",
+    "Level",
+    "StepError",
+    "diagnose",
+    "extract_answer",
+    "in_test_split",
+    "parse_problem",
+    "reference_steps",
+    "sample_problem",
+]
