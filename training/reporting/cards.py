@@ -22,7 +22,10 @@ from ponder.training.core.outputs import RECIPE_FILE
 EVAL_FILES = ("eval_results.json", "eval.json")
 STATS_FILE = "stats.json"
 DEFAULT_LICENSE = "apache-2.0"
-TOY_TASKS = {"arith"}
+TOY_TASKS = {  # ponder's toy worlds, whose every step an oracle can check
+    "arith": "synthetic multi-step arithmetic",
+    "countdown": "reach a target by combining numbers, where a legal step can be a dead end",
+}
 
 # kind in ponder.json -> (tag, pipeline tag, what it is)
 KINDS = {
@@ -56,11 +59,11 @@ COUNT_METRICS = {"problems", "samples"}
 THROUGHPUT_SUFFIXES = ("_runtime", "_per_second", "epoch")
 
 EXAMPLE_PROBLEM = {
-    "arith": "problem = task.generate(1, level=3, seed=0)[0]",
+    "toy": "problem = task.generate(1, level=3, seed=0)[0]",
     "default": 'problem = {"problem": "What is $12 \\\\times 7$?", "answer": "84"}',
 }
 EXAMPLE_SOLUTION = {
-    "arith": "solution = task.reference_solution(problem)  # or any sampled solution",
+    "toy": "solution = task.reference_solution(problem)  # or any sampled solution",
     "default": 'solution = "$12 \\\\times 7 = 84$.\\n\\nThe answer is $\\\\boxed{84}$."',
 }
 
@@ -245,7 +248,7 @@ def training_section(recipe: dict, record: dict) -> str:
 
 def usage_snippet(kind: str, task: str, repo_id: str) -> str:
     template = "verifier" if kind in VERIFIER_KINDS else "revision" if kind == "revision" else "policy"
-    example = "arith" if task == "arith" else "default"
+    example = "toy" if task in TOY_TASKS else "default"
     return USAGE[template].format(
         task=task, repo_id=repo_id, problem=EXAMPLE_PROBLEM[example], solution=EXAMPLE_SOLUTION[example]
     )
@@ -277,9 +280,9 @@ def model_card(folder: str | Path, repo_id: str, license: str = DEFAULT_LICENSE)
     )
     source = recipe.get("model_name_or_path") or metadata.get("base_model")
     origin = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"`{source}`"
-    toy_note = " (ponder's toy world: synthetic multi-step arithmetic whose every step an oracle can check)"
+    toy_note = f" (ponder's toy world: {TOY_TASKS[task]}; an oracle checks every step)" if task in TOY_TASKS else ""
     summary = (
-        f"{description[0].upper() + description[1:]}. Task: `{task}`{toy_note if task in TOY_TASKS else ''}. "
+        f"{description[0].upper() + description[1:]}. Task: `{task}`{toy_note}. "
         f"Trained with ponder, {f'fine-tuned from {origin}' if source else 'from scratch'}."
     )
     body = f"""
