@@ -74,14 +74,17 @@ class StepTagError(ValueError):
     """The step tag did not come out as exactly one token where it was placed."""
 
 
-def render(tokenizer, fmt: StepFormat, question: str, steps: list[str]) -> tuple[str, list[int], list[int]]:
-    """The joined text and, per step, its first character and one past the character that is scored."""
+def render(
+    tokenizer, fmt: StepFormat, question: str, steps: list[str], bos_text: str = ""
+) -> tuple[str, list[int], list[int]]:
+    """The joined text and, per step, its first character and one past the character that is scored;
+    a ``"plain"`` text begins with `bos_text` (`_bos_text`, found once per batch)."""
     if fmt.prompt_template == "chat_turns":
         return _render_turns(tokenizer, fmt, question, steps)
     if fmt.prompt_template == "chat":
         text = _chat_prefix(tokenizer, fmt, [{"role": "user", "content": question}])
     else:
-        text = _bos_text(tokenizer, fmt) + question + _question_separator(fmt)
+        text = bos_text + question + _question_separator(fmt)
     starts, ends = [], []
     for step in steps:
         starts.append(len(text))
@@ -150,7 +153,8 @@ def encode_many(
     tokenizer, fmt: StepFormat, questions: list[str], steps: list[list[str]], max_length: int | None = None
 ) -> list[EncodedSteps]:
     """`encode_steps` for many pairs, with one batched tokenizer call."""
-    rendered = [render(tokenizer, fmt, q, s) for q, s in zip(questions, steps)]
+    bos_text = _bos_text(tokenizer, fmt)
+    rendered = [render(tokenizer, fmt, q, s, bos_text) for q, s in zip(questions, steps)]
     if not rendered:
         return []
     encodings = tokenizer(

@@ -110,14 +110,21 @@ def stage_fingerprint(
     """The fingerprint of a stage run with `config` and `engine` (module docstring); `checkpoints` and
     `inputs` name the keys holding checkpoint and input paths, `ignored` the stage's keys that change no
     finished work."""
-    record = {key: value for key, value in config_to_dict(config).items() if key not in (*OUTPUT_KEYS, *ignored)}
-    for key in checkpoints:
-        record[key] = checkpoint_identity(record[key])
-    for key in inputs:
-        record[key] = input_identity(record[key])
+    record = _identified(config_to_dict(config), (*OUTPUT_KEYS, *ignored), checkpoints, inputs)
     record |= {key: getattr(engine, key) for key in ENGINE_RESULT_KEYS}
     record["backend"] = "vllm" if engine.uses_vllm() else "hf"
     return {"stage": type(config).__name__, **record}
+
+
+def _identified(record: dict, left_out: tuple[str, ...], checkpoints: tuple[str, ...], inputs: tuple[str, ...]):
+    """`record` without the keys `left_out`, the paths under `checkpoints` and `inputs` replaced by their
+    identities (`checkpoint_identity`, `input_identity`)."""
+    record = {key: value for key, value in record.items() if key not in left_out}
+    return (
+        record
+        | {key: checkpoint_identity(record[key]) for key in checkpoints}
+        | {key: input_identity(record[key]) for key in inputs}
+    )
 
 
 TRAINING_RECORD_KEYS = (  # TrainingArguments that change where and how often a run reports, not what it trains
@@ -149,12 +156,8 @@ def training_fingerprint(config: Any, args: Any, checkpoints: tuple[str, ...], i
     """The fingerprint of a training run: the stage's `config` and its TrainingArguments `args` without the
     keys of where and how often it reports (`TRAINING_RECORD_KEYS`), the identity of each checkpoint the
     keys `checkpoints` name (the base model) and the contents of each input `inputs` name (the dataset)."""
-    record = {key: value for key, value in config_to_dict(config).items() if key not in OUTPUT_KEYS}
-    record |= {key: value for key, value in config_to_dict(args).items() if key not in TRAINING_RECORD_KEYS}
-    for key in checkpoints:
-        record[key] = checkpoint_identity(record[key])
-    for key in inputs:
-        record[key] = input_identity(record[key])
+    record = _identified(config_to_dict(config), OUTPUT_KEYS, checkpoints, inputs)
+    record |= _identified(config_to_dict(args), TRAINING_RECORD_KEYS, (), ())
     return {"stage": type(config).__name__, **record}
 
 
