@@ -85,12 +85,17 @@ def test_a_bad_problem_is_refused_before_any_work(tiny_model, tmp_path, stage, f
     assert not list(tmp_path.rglob("shard-*.json"))
 
 
-def test_bad_problems_are_skipped_and_counted_when_the_recipe_says_so(tiny_model, tmp_path):
+@pytest.mark.parametrize("stage", ["label", "evaluate"])
+def test_bad_problems_are_skipped_and_counted_when_the_recipe_says_so(tiny_model, tmp_path, stage):
     problems = write_jsonl(tmp_path / "problems.jsonl", [*GOOD, *(row for row, _ in BAD_PROBLEMS.values())])
-    command = ["--policy", str(tiny_model), "--task", "arith", "--problems_file", problems, *STAGES["label"][1]]
-    stats = label_main([*command, "--skip_bad_rows", "true", "--output_dir", str(tmp_path / "out")])
-    assert stats["problems"] == 2 and stats["skipped_problems"] == len(BAD_PROBLEMS)
-    assert stats["skipped_problem_examples"][0].endswith("(id 'c'): empty answer")
+    main, flags = STAGES[stage]
+    command = ["--policy", str(tiny_model), "--task", "arith", "--problems_file", problems, *flags]
+    if stage == "evaluate":
+        command += ["--max_budget", "1", "--difficulty_samples", "1", "--probe_samples", "1", "--difficulty_bins", "1",
+                    "--compare_budget", "1", "--solver_check_budget", "0"]  # fmt: skip
+    record = main([*command, "--skip_bad_rows", "true", "--output_dir", str(tmp_path / "out")])
+    assert record["problems"] == 2 and record["skipped_problems"] == len(BAD_PROBLEMS)
+    assert record["skipped_problem_examples"][0].endswith("(id 'c'): empty answer")
 
 
 @pytest.mark.parametrize(

@@ -71,9 +71,13 @@ def test_inputs_follow_the_output_folder_and_overrides_are_checked(tmp_path):
     assert flags[flags.index("--model_name_or_path") + 1] == str(tmp_path / "policy")
     assert "--output_dir" not in flags
     assert redirected_inputs(Path("recipes/toy/prm.yaml"), Path("outputs/toy"), Path("outputs/toy")) == []
-    assert parse_overrides(["policy.max_steps=5", "policy.levels=1 2"], ["policy"]) == {
-        "policy": ["--max_steps", "5", "--levels", "1", "2"]
-    }
+    assert parse_overrides(["policy.max_steps=5", "policy.levels=1 2", "policy.hub_token=hf_x"], ["policy"]) == (
+        {"policy": ["--max_steps", "5", "--levels", "1", "2"]},
+        {"policy": {"HF_TOKEN": "hf_x"}},  # a token travels in the stage's environment, off its command line
+    )
+    with pytest.raises(SystemExit, match="the policy stage has no key 'hub_tokn'") as refused:
+        parse_overrides(["policy.hub_tokn=hf_x"], ["policy"])  # refused before any stage runs, the value unshown
+    assert "hf_x" not in str(refused.value)
     with pytest.raises(SystemExit, match="no stage 'nope'"):
         parse_overrides(["nope.x=1"], ["policy"])
     with pytest.raises(SystemExit, match="use STAGE.KEY=VALUE"):

@@ -36,6 +36,16 @@ def test_commands_show_a_secret_flag_redacted():
     ]
 
 
+@pytest.mark.parametrize("typo", [["--hub_tokn", PLANTED], [f"--hub-tokn={PLANTED}"]])
+def test_a_mistyped_secret_flag_is_named_without_its_value(typo):
+    from ponder.training.core.configs import ConfigError, parse_config
+    from ponder.training.labels import LabelConfig
+
+    with pytest.raises(ConfigError, match="unknown command-line argument") as refused:
+        parse_config((LabelConfig,), ["--policy", "p", "--task", "arith", *typo])
+    assert typo[0].partition("=")[0] in str(refused.value) and PLANTED not in str(refused.value)
+
+
 def test_a_folder_lock_names_its_holder_without_the_secret(tmp_path, monkeypatch):
     from ponder.training.core.locks import FolderLock
 
@@ -90,8 +100,8 @@ def test_a_token_set_through_the_pipeline_reaches_the_pushes_and_nothing_else(ti
     written = [path for path in output.rglob("*") if path.is_file()]
     assert {"training_args.bin", "recipe.yaml", "stage_complete.json"} <= {path.name for path in written}
     assert [path for path in written if PLANTED.encode() in path.read_bytes()] == []
-    recorded = json.loads((output / "prm" / "stage_complete.json").read_text())["command"]
-    assert recorded[recorded.index("--hub_token") + 1] == "<HUB_TOKEN>"
+    recorded = json.loads((output / "prm" / "stage_complete.json").read_text())
+    assert "--hub_token" not in recorded["command"] and recorded["environment"] == {}  # HF_TOKEN, never recorded
 
     refs = local_hub.repos[("model", "org/toy-prm")]
     assert {"main", "checkpoint-1", "checkpoint-2"} <= set(refs)

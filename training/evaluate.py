@@ -564,15 +564,19 @@ def evaluate(config: EvaluateConfig, engine: EngineConfig | None = None, command
             parameters=parameters,
             timings=timings,
             large=large,
+            skipped_problems=check.summary(),
         )
         write_report(output_dir, report)
         return report
 
 
+CONFIG_TYPES = (EvaluateConfig, EngineConfig)  # what the stage's recipe and flags fill
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     setup_logging()
     argv = sys.argv[1:] if argv is None else argv
-    config, engine = parse_config((EvaluateConfig, EngineConfig), argv)
+    config, engine = parse_config(CONFIG_TYPES, argv)
     report = evaluate(config, engine, command=" ".join(["ponder evaluate", *redact_command(argv)]))
     if report is not None:
         print(report["summary_markdown"], flush=True)

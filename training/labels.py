@@ -151,9 +151,12 @@ def run_labels(config: LabelConfig, engine: EngineConfig | None = None) -> dict 
     )
 
 
+CONFIG_TYPES = (LabelConfig, EngineConfig)  # what the stage's recipe and flags fill
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     setup_logging()
-    config, engine = parse_config((LabelConfig, EngineConfig), argv)
+    config, engine = parse_config(CONFIG_TYPES, argv)
     stats = run_labels(config, engine)
     if stats is not None:
         logger.info("labels: %d rows, %d rollouts, stats in %s", stats["rows"], stats["rollouts"], config.output_dir)

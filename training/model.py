@@ -54,9 +54,12 @@ class ModelConfig:
         return path
 
 
+CONFIG_TYPES = (ModelConfig,)  # what the stage's recipe and flags fill
+
+
 def main(argv: list[str] | None = None) -> Path:
     setup_logging()
-    (config,) = parse_config((ModelConfig,), argv)
+    (config,) = parse_config(CONFIG_TYPES, argv)
     output_dir = gguf_to_checkpoint(config.gguf_path(), config.output_dir)
     write_recipe(output_dir, config)
     logger.info("model: %s converted to %s", config.gguf_file, output_dir)

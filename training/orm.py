@@ -16,10 +16,12 @@ from ponder.training.core.configs import parse_config
 from ponder.training.core.logs import setup_logging
 from ponder.training.verifiers.stage import VerifierConfig, run_verifier_stage
 
+CONFIG_TYPES = (VerifierConfig, TrainingArguments)  # what the stage's recipe and flags fill
+
 
 def main(argv: list[str] | None = None) -> dict:
     setup_logging()
-    config, args = parse_config((VerifierConfig, TrainingArguments), argv)
+    config, args = parse_config(CONFIG_TYPES, argv)
     if config.head != "orm":
         raise ValueError(f"head: the ORM stage trains head 'orm', got {config.head!r}")
     return run_verifier_stage(config, args, target="answer")

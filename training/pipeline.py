@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ponder.training.cli import STAGES
-from ponder.training.core.configs import load_yaml, redact_command
+from ponder.training.core.configs import RecipeParser, load_yaml, redact_command
 from ponder.training.core.outputs import write_json_atomic
 
 STAGE_ORDER = ["model", "policy", "label", "prm", "orm", "revisions", "revision", "evaluate"]
@@ -82,9 +83,15 @@ def redirected_inputs(recipe: Path, default_root: Path, output_root: Path) -> li
     return flags
 
 
-def parse_overrides(settings: list[str], stages: list[str]) -> dict[str, list[str]]:
-    """``STAGE.KEY=VALUE`` settings as per-stage ``--KEY VALUE`` flags; an unknown stage is named."""
+def parse_overrides(settings: list[str], stages: list[str]) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """``STAGE.KEY=VALUE`` settings as per-stage ``--KEY VALUE`` flags, and per-stage environment variables.
+
+    Each key is checked against its stage's configuration before any stage runs. A ``hub_token`` goes to
+    its stage as ``HF_TOKEN`` in the environment, never on a command line, where process listings and a
+    failed launch's error message would show it.
+    """
     flags: dict[str, list[str]] = {}
+    secrets: dict[str, dict[str, str]] = {}
     for setting in settings:
         name, separator, value = setting.partition("=")
         stage, dot, key = name.partition(".")
@@ -92,8 +99,19 @@ def parse_overrides(settings: list[str], stages: list[str]) -> dict[str, list[st
             raise SystemExit(f"--set {name!r}: use STAGE.KEY=VALUE, e.g. policy.max_steps=100")
         if stage not in stages:
             raise SystemExit(f"--set {name!r}: no stage {stage!r} in this recipe folder ({', '.join(stages)})")
-        flags.setdefault(stage, []).extend([f"--{key}", *value.split()])
-    return flags
+        if key not in stage_keys(stage):
+            raise SystemExit(f"--set {name!r}: the {stage} stage has no key {key!r} (see `ponder {stage} --help`)")
+        if key == "hub_token":
+            secrets.setdefault(stage, {})["HF_TOKEN"] = value
+        else:
+            flags.setdefault(stage, []).extend([f"--{key}", *value.split()])
+    return flags, secrets
+
+
+def stage_keys(stage: str) -> set[str]:
+    """Every key of `stage`'s recipe and flags."""
+    module = importlib.import_module(STAGES[stage][0])
+    return set(RecipeParser(module.CONFIG_TYPES).hints)
 
 
 def run_pipeline(
@@ -115,7 +133,7 @@ def run_pipeline(
         if unknown:
             raise SystemExit(f"--stages: {', '.join(unknown)} not in this recipe folder ({', '.join(stages)})")
         stages = [s for s in stages if s in only]
-    overrides = parse_overrides(list(settings), stages)
+    overrides, secrets = parse_overrides(list(settings), stages)
     default_root = Path("outputs") / recipe_dir.resolve().name
     record = {}
     for number, stage in enumerate(stages, 1):
@@ -147,7 +165,7 @@ def run_pipeline(
         shown = [f"{key}={value}" for key, value in environment.items()] + recorded
         print(f"[{number}/{len(stages)}] {stage}: {' '.join(shown)}", flush=True)
         start = time.monotonic()
-        result = subprocess.run(command, env=os.environ | environment)
+        result = subprocess.run(command, env=os.environ | environment | secrets.get(stage, {}))
         if result.returncode != 0:
             raise SystemExit(f"stage {stage!r} failed with exit code {result.returncode}; rerun to resume")
         seconds = round(time.monotonic() - start, 1)

@@ -325,9 +325,12 @@ def judge_policy(config: PolicyConfig, checkpoint: Path) -> dict:
     return evaluate_policy(model, AutoTokenizer.from_pretrained(checkpoint), get_task(config.task), config)
 
 
+CONFIG_TYPES = (PolicyConfig, TrainingArguments)  # what the stage's recipe and flags fill
+
+
 def main(argv: list[str] | None = None) -> dict:
     setup_logging()
-    config, args = parse_config((PolicyConfig, TrainingArguments), argv)
+    config, args = parse_config(CONFIG_TYPES, argv)
     if not config.eval_only:
         record = train_policy(config, args)
     elif not config.init_from:

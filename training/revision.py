@@ -245,9 +245,12 @@ def evaluate_checkpoint(config: RevisionConfig, checkpoint: Path) -> dict:
     }
 
 
+CONFIG_TYPES = (RevisionConfig, SFTConfig)  # what the stage's recipe and flags fill
+
+
 def main(argv: list[str] | None = None) -> dict:
     setup_logging()
-    config, args = parse_config((RevisionConfig, SFTConfig), argv)
+    config, args = parse_config(CONFIG_TYPES, argv)
     if config.eval_only:  # judge an existing revision checkpoint again, e.g. on more problems
         record = judge_only(partial(evaluate_checkpoint, config), config.model_name_or_path, args.output_dir, EVAL_FILE)
     else:

@@ -147,9 +147,12 @@ def run_revision_samples(config: RevisionSamplesConfig, engine: EngineConfig | N
     )
 
 
+CONFIG_TYPES = (RevisionSamplesConfig, EngineConfig)  # what the stage's recipe and flags fill
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     setup_logging()
-    config, engine = parse_config((RevisionSamplesConfig, EngineConfig), argv)
+    config, engine = parse_config(CONFIG_TYPES, argv)
     stats = run_revision_samples(config, engine)
     if stats is not None:
         logger.info("revision samples: %d rows, correct per turn %s", stats["rows"], stats["correct_fraction_per_turn"])

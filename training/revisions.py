@@ -274,9 +274,12 @@ def run_revisions(config: RevisionsConfig, engine: EngineConfig | None = None) -
     )
 
 
+CONFIG_TYPES = (RevisionsConfig, EngineConfig)  # what the stage's recipe and flags fill
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     setup_logging()
-    config, engine = parse_config((RevisionsConfig, EngineConfig), argv)
+    config, engine = parse_config(CONFIG_TYPES, argv)
     stats = run_revisions(config, engine)
     if stats is not None:
         logger.info("revisions: %d trajectories, j histogram %s", stats["trajectories"], stats["num_wrong_histogram"])

@@ -159,8 +159,9 @@ def _flag_value(action: argparse.Action, value: Any, where: str, expected: str) 
 def parse_config(dataclass_types: tuple[type, ...], args: list[str] | None = None) -> tuple:
     """Fill `dataclass_types` from ``--config FILE`` (optional) and ``--key value`` flags, which override it."""
     *parsed, remaining = RecipeParser(dataclass_types).parse_args_and_config(args, return_remaining_strings=True)
-    if remaining:
-        raise ConfigError(f"unknown command-line argument(s): {' '.join(remaining)}")
+    if remaining:  # named by their flags only: a mistyped secret flag's value must not reach a log
+        flags = [argument.partition("=")[0] for argument in remaining if argument.startswith("-")]
+        raise ConfigError(f"unknown command-line argument(s): {' '.join(flags) or 'a value without a flag'}")
     return tuple(config for config in parsed if dataclasses.is_dataclass(config))
 
 

@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
+from transformers import TrainerState
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
@@ -79,12 +80,21 @@ def distributed_setup(accelerator) -> dict:
 
 
 def training_record(trainer, result) -> dict:
-    """Steps, seconds and mean loss of this run's training, the rest of `result.metrics`, and the process setup."""
+    """Steps, seconds and mean loss of this run's training, the rest of `result.metrics`, and the process setup.
+
+    A resumed run's seconds, mean loss (and TRL's token count, entropy and accuracy) cover the steps after
+    ``mean_train_loss_from_step`` only.
+    """
     metrics = dict(result.metrics)
+    resumed_from = metrics.get("resumed_from")
+    first_step = 0
+    if resumed_from:
+        first_step = TrainerState.load_from_json(str(Path(resumed_from) / TRAINER_STATE_NAME)).global_step
     return {
         "steps": result.global_step,
         "train_seconds": round(metrics.pop("train_runtime"), 1),
         "mean_train_loss": metrics.pop("train_loss"),
+        "mean_train_loss_from_step": first_step,
         **metrics,
         "distributed": distributed_setup(trainer.accelerator),
     }

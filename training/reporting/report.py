@@ -154,12 +154,14 @@ def build_report(
     parameters: dict,
     timings: dict,
     large: dict | None = None,
+    skipped_problems: dict | None = None,
 ) -> dict:
     """Every figure of the evaluation as one JSON-ready dict (with a markdown summary).
 
     `cv` is per binning with the configured choice rule; `other_rule_cv` per binning with
     `other_rule`, reported beside. `large` (optional): ``{small, large, greedy}`` pretraining
     records and greedy rows of a larger policy for the FLOPs-matched comparison, on the oracle bins.
+    `skipped_problems`: the count and first examples of the bad problems ``skip_bad_rows`` left out.
     """
     cap = config["max_budget"]
     accuracy = accuracy_table(rows)
@@ -172,6 +174,7 @@ def build_report(
         "command": command,
         "config": config,
         "problems": len({r["id"] for r in difficulty}),
+        **(skipped_problems or {"skipped_problems": 0, "skipped_problem_examples": []}),
         "budgets": sorted({r["budget"] for r in rows}),
         "max_budget": cap,
         "parameters": parameters,
@@ -308,6 +311,8 @@ def summary_markdown(report: dict) -> str:
         f"(standard error {fmt(eff['standard_error'])}; gain over N = 1: {fmt(eff['reference_gain_over_n1'])}). "
         "A ratio means little when that gain is within a few standard errors.",
     ]
+    if report["skipped_problems"]:
+        lines.append(f"- bad problems skipped (skip_bad_rows): {report['skipped_problems']}")
     gains = (eff["reference_gain_over_n1"] or 0) > 0
     for name in ("oracle", "predicted"):
         reached = eff[f"{name}_bins"]
