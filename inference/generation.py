@@ -4,7 +4,8 @@ A generator has a `tokenizer` and `generate(prompts, params) -> [[Completion] * 
 
 `HFGenerator` samples from a transformers causal LM: prompts are batched with left padding, each
 distinct prompt is encoded once and its KV cache repeated for its `n` samples, finished sequences
-leave the batch, and every sequence stops at EOS or at any of the caller's stop strings.
+leave the batch, and every sequence stops at EOS, at any of the caller's stop strings, or at the
+model's last position (``max_position_embeddings``).
 `VLLMGenerator` is a thin layer over vLLM's `LLM.generate` with prefix caching, used when vLLM is
 installed and a GPU exists (`make_generator` picks).
 """
@@ -178,17 +179,20 @@ class HFGenerator:
         alive = torch.arange(logits.shape[0], device=device)  # original row of each live sequence
         tokens: list[list[int]] = [[] for _ in range(logits.shape[0])]
         reasons = ["length"] * logits.shape[0]
+        last_position = getattr(self.model.config, "max_position_embeddings", None)
         for _ in range(params.max_new_tokens):
             chosen = _sample(logits, params.temperature, params.top_p, generator)
             for row, token in zip(alive.tolist(), chosen.tolist()):
                 tokens[row].append(token)
             is_eos = torch.isin(chosen, eos_ids)
-            finished = is_eos
+            ended = is_eos
             if stop_strings is not None:
                 recent = torch.cat([recent[:, 1:], chosen[:, None]], dim=-1)
-                finished = finished | stop_strings(recent, None)
-            for row, eos in zip(alive[finished].tolist(), is_eos[finished].tolist()):
+                ended = ended | stop_strings(recent, None)
+            for row, eos in zip(alive[ended].tolist(), is_eos[ended].tolist()):
                 reasons[row] = "eos" if eos else "stop"
+            # a row whose token took the model's last position ends there, by "length", as vLLM's do
+            finished = ended | (next_position >= last_position - 1) if last_position else ended
             if finished.all():
                 break
             if finished.any():

@@ -65,6 +65,18 @@ def test_sampling_is_seeded_and_counts_tokens(toy):
             assert completion.finish_reason in ("eos", "length")
 
 
+def test_sequences_end_at_the_models_last_position():
+    tokenizer = build_tokenizer(model_max_length=48)
+    model = build_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                        max_position_embeddings=48, seed=3).eval()  # fmt: skip
+    prompts = [chat_prompt(tokenizer, q) for q in ["1+2+3", "37+48-19+26"]]
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    params = SamplingParams(n=8, temperature=1.0, max_new_tokens=100, seed=0)
+    for length, completions in zip(lengths, HFGenerator(model, tokenizer).generate(prompts, params)):
+        assert all(c.num_tokens <= 48 - length for c in completions)  # prompt and answer inside 48 positions
+        assert {c.finish_reason for c in completions if c.num_tokens == 48 - length} == {"length"}
+
+
 def test_stop_strings_end_each_sequence_at_its_own_step(toy):
     model, tokenizer = toy
     prompts = [chat_prompt(tokenizer, q) for q in ["1+2+3", "4-5+6", "7+8"]]
