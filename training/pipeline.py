@@ -20,6 +20,7 @@ one key of one stage.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib
 import json
@@ -108,10 +109,11 @@ def parse_overrides(settings: list[str], stages: list[str]) -> tuple[dict[str, l
     return flags, secrets
 
 
-def stage_keys(stage: str) -> set[str]:
-    """Every key of `stage`'s recipe and flags."""
+@functools.cache
+def stage_keys(stage: str) -> frozenset[str]:
+    """Every key of `stage`'s recipe and flags (its parser built once, however many settings name it)."""
     module = importlib.import_module(STAGES[stage][0])
-    return set(RecipeParser(module.CONFIG_TYPES).hints)
+    return frozenset(RecipeParser(module.CONFIG_TYPES).hints)
 
 
 def run_pipeline(
