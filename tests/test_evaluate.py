@@ -65,7 +65,7 @@ def test_evaluate_writes_rows_report_policy_and_resumes(small_policy, revision_c
     eff = report["efficiency"]["oracle_bins"]
     assert eff["reference_accuracy_at_cap"] == report["accuracy"]["bon_weighted"]["4"]
     if eff["budget_reaching_it"] is not None and report["efficiency"]["reference_gain_over_n1"] > 0:
-        assert report["efficiency_ratio"] == 4 / eff["budget_reaching_it"]
+        assert report["efficiency_ratio"] == eff["reference_budget_reaching_it"] / eff["budget_reaching_it"]
         assert (
             report["compute_optimal"]["oracle"]["cv_accuracy"][str(eff["budget_reaching_it"])]
             >= eff["reference_accuracy_at_cap"]
@@ -119,10 +119,24 @@ def test_the_efficiency_ratio_is_undefined_when_the_reference_gains_nothing_over
 
     compute_optimal = {"1": 0.5, "2": 0.6, "4": 0.7}
     gaining = efficiency(compute_optimal, {"1": 0.4, "2": 0.5, "4": 0.6}, cap=4)
-    assert gaining == {"reference_accuracy_at_cap": 0.6, "budget_reaching_it": 2, "ratio": 2.0}
+    assert gaining == {
+        "reference_accuracy_at_cap": 0.6,
+        "reference_budget_reaching_it": 4,
+        "budget_reaching_it": 2,
+        "ratio": 2.0,
+    }
     flat = efficiency(compute_optimal, {"1": 0.5, "2": 0.5, "4": 0.5}, cap=4)
     assert flat["budget_reaching_it"] == 1 and flat["ratio"] is None
     assert efficiency(compute_optimal, {"1": 0.4, "4": 0.9}, cap=4)["ratio"] is None  # never reached
+
+
+def test_the_efficiency_ratio_counts_from_where_a_saturated_reference_first_reaches_its_own_figure():
+    from ponder.training.reporting.report import efficiency
+
+    # best-of-2 already scores what best-of-8 scores: the reference needs 2, not 8, for its figure
+    saturated = efficiency({"1": 0.4, "2": 0.7, "4": 0.7, "8": 0.7}, {"1": 0.4, "2": 0.7, "4": 0.65, "8": 0.7}, cap=8)
+    assert saturated["reference_budget_reaching_it"] == 2 and saturated["budget_reaching_it"] == 2
+    assert saturated["ratio"] == 1.0
 
 
 def test_seq_par_table_groups_revision_rows_by_budget_strategy_and_level():

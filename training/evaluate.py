@@ -163,7 +163,7 @@ class EvaluateConfig(JobSplitConfig):
     )
     prm: str | None = field(
         default=None,
-        metadata={"help": "PRM checkpoint, or 'oracle' for the task's oracle step checker (arith only) (required)"},
+        metadata={"help": "PRM checkpoint, or 'oracle' for the exact step checker of a toy task (required)"},
     )
     prm_kind: str | None = field(
         default=None,

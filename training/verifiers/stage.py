@@ -119,7 +119,7 @@ class VerifierConfig(LoraSettings):
     disable_dropout: bool = field(default=True, metadata={"help": "turn every dropout layer off before training"})
     oracle_eval_policy: str | None = field(
         default=None,
-        metadata={"help": "policy whose fresh samples the oracle evaluation judges, arith only (unset: skipped)"},
+        metadata={"help": "policy whose fresh samples the oracle evaluation judges, toy tasks only (unset: skipped)"},
     )
     oracle_eval_levels: list[int] = field(
         default_factory=lambda: [1, 2, 3, 4, 5, 6],
