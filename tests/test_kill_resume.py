@@ -46,6 +46,13 @@ def die_at_count(before_dying=lambda: None):
         before_dying()
         os.kill(os.getpid(), signal.SIGKILL)
 
+def die_after(owner, name):
+    original = getattr(owner, name)
+    def call_then_die(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        die_at_count()
+    setattr(owner, name, call_then_die)
+
 if point.startswith("shard"):
     from ponder.training.core import shards
     write = shards.write_json_atomic
@@ -63,11 +70,7 @@ if point.startswith("shard"):
 elif point.startswith("weights"):
     from transformers import PreTrainedModel, modeling_utils
     if point == "weights-written":
-        save = PreTrainedModel.save_pretrained
-        def save_then_die(self, *args, **kwargs):
-            save(self, *args, **kwargs)
-            die_at_count()
-        PreTrainedModel.save_pretrained = save_then_die
+        die_after(PreTrainedModel, "save_pretrained")
     else:
         def truncated_save(tensors, filename, metadata=None):
             Path(filename).write_bytes(bytes(4096))
@@ -76,11 +79,7 @@ elif point.startswith("weights"):
 else:
     from transformers import Trainer, TrainerState
     if point == "checkpoint-saved":
-        save = Trainer._save_checkpoint
-        def save_then_die(self, *args, **kwargs):
-            save(self, *args, **kwargs)
-            die_at_count()
-        Trainer._save_checkpoint = save_then_die
+        die_after(Trainer, "_save_checkpoint")
     else:
         save_state = TrainerState.save_to_json
         def die_before_the_state(self, path):
