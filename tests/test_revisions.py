@@ -122,6 +122,30 @@ def test_sampled_contexts_show_the_problems_other_samples_right_or_wrong():
         RevisionsConfig(policy="p", task="arith", context="sampled", keep_fraction=0.5)
 
 
+def test_keep_correct_copies_the_latest_correct_attempt_shown_and_revises_only_wrong_contexts():
+    rng = random.Random(4)
+    correct = [CORRECT, "2+1=3\nAnswer: 3", "3=1+2\nAnswer: 3"]
+    rows = [
+        t
+        for _ in range(100)
+        for t in build_trajectories("1+2", correct, WRONG, 4, FMT, rng, context="sampled", keep_correct=True)
+    ]
+    kept = [t for t in rows if t["kept"]]
+    assert kept and len(kept) < len(rows)
+    for t in rows:
+        solution = t["completion"][0]["content"]
+        shown_correct = [a for a in attempts_of(t) if a in correct]
+        assert t["kept"] == bool(shown_correct)
+        if shown_correct:
+            assert solution == shown_correct[-1]  # the latest right answer is kept, even when an earlier one is too
+        else:
+            assert solution in correct  # an all-wrong context still ends on a fresh correct sample
+    assert any(len({a for a in attempts_of(t) if a in correct}) > 1 for t in kept)
+    # the default is unchanged: a correct sample after its drawn context, never marked kept
+    default = build_trajectories("1+2", correct, WRONG, 4, FMT, random.Random(4), context="sampled")
+    assert not any(t["kept"] for t in default)
+
+
 def test_chat_layout_shows_the_last_attempts_and_repeats_the_question():
     messages = FMT.messages("1+2", [f"try {i}" for i in range(7)])
     roles = [m["role"] for m in messages]

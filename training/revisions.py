@@ -10,12 +10,14 @@ context, j uniform in 0..`max_wrong_in_context`. With `context: snell` they are 
 by the distinct wrong solutions at hand: the last is the one nearest to the correct solution by
 character edit distance, the others are drawn at random. With `context: sampled` they are the
 problem's other samples, right or wrong, as a chain of the model's own attempts shows them at
-inference. A context that would not leave `max_new_tokens` of the model's positions for the answer
-loses its oldest attempts, as a chain's prompt does at inference. Trajectories are chats in the
-prompt-completion layout that the revision model trains on (prompt: question, attempts and
-instruction turns; completion: the correct solution), so the loss falls on the final assistant turn
-only. With `reference_solutions`, a problem none of whose samples is correct ends on the dataset's
-reference solution instead (off-policy). Sharded, multi-process and resumable like the label stage.
+inference. With `keep_correct`, a trajectory whose context shows a correct attempt ends on a copy
+of the latest one: the model learns to keep a right answer and to revise only wrong ones. A context
+that would not leave `max_new_tokens` of the model's positions for the answer loses its oldest
+attempts, as a chain's prompt does at inference. Trajectories are chats in the prompt-completion
+layout that the revision model trains on (prompt: question, attempts and instruction turns;
+completion: the correct solution), so the loss falls on the final assistant turn only. With
+`reference_solutions`, a problem none of whose samples is correct ends on the dataset's reference
+solution instead (off-policy). Sharded, multi-process and resumable like the label stage.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class RevisionsConfig(SampledDataConfig):
 
     `context`: which earlier attempts a trajectory shows (`CONTEXTS`, `build_trajectories`), at most
     `max_wrong_in_context` of them (all wrong with ``snell``); `keep_fraction`: with ``snell``, the
-    share of trajectories that end on a correct attempt.
+    share of trajectories that end on a correct attempt; `keep_correct`: what such a trajectory's
+    completion is.
     """
 
     problems_per_level: int = field(
@@ -75,6 +78,13 @@ class RevisionsConfig(SampledDataConfig):
     keep_fraction: float = field(
         default=0.0,
         metadata={"help": "with context snell: share of trajectories that end on a correct attempt instead (0 to 1)"},
+    )
+    keep_correct: bool = field(
+        default=False,
+        metadata={
+            "help": "a trajectory whose context shows a correct attempt ends on a copy of the latest one, so the "
+            "model learns to keep a right answer and to revise only wrong ones"
+        },
     )
     instruction: str = field(
         default=DEFAULT_INSTRUCTION,
@@ -120,6 +130,7 @@ def build_trajectories(
     keep_fraction: float = 0.0,
     context: str = "snell",
     fit=None,
+    keep_correct: bool = False,
 ) -> list[dict]:
     """One trajectory per correct sample, duplicates dropped: ``{prompt, completion, num_wrong, last_correct,
     edit_distance}``.
@@ -135,9 +146,10 @@ def build_trajectories(
     `num_wrong` counts the wrong attempts shown; `edit_distance` is the last attempt's distance (None
     without attempts). `fit(attempts)` returns how many of the last attempts fit the model's context
     (`RevisionFormat.fitted_prompt`); older ones are left out, as at inference, and the row counts
-    them in `trimmed`. Identical correct samples (common when a problem has one natural solution)
-    still give distinct trajectories when their drawn contexts differ; identical trajectories are
-    kept once.
+    them in `trimmed`. With `keep_correct`, a trajectory whose shown attempts include a correct one
+    ends on a copy of the latest (`kept` in the row) instead of its own sample. Identical correct
+    samples (common when a problem has one natural solution) still give distinct trajectories when
+    their drawn contexts differ; identical trajectories are kept once.
     """
     contexts = (
         _sampled_contexts(correct, wrong, max_wrong, rng)
@@ -148,6 +160,10 @@ def build_trajectories(
     trajectories, seen = [], set()
     for solution, drawn in contexts:
         attempts = drawn[len(drawn) - fit(drawn) :] if fit else drawn
+        shown_correct = [a for a in attempts if a not in wrong_set]
+        kept = keep_correct and bool(shown_correct)
+        if kept:
+            solution = shown_correct[-1]
         key = (solution, *attempts)
         if key in seen:
             continue
@@ -160,6 +176,7 @@ def build_trajectories(
                 "last_correct": bool(attempts) and attempts[-1] not in wrong_set,
                 "edit_distance": Levenshtein.distance(attempts[-1], solution) if attempts else None,
                 "trimmed": len(drawn) - len(attempts),
+                "kept": kept,
             }
         )
     return trajectories
@@ -227,7 +244,16 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
         question = task.make_prompt(problem)
         fit = functools.partial(_attempts_that_fit, fmt, generator.tokenizer, question, max_prompt_tokens)
         trajectories = build_trajectories(
-            question, correct, wrong, config.max_wrong_in_context, fmt, rng, config.keep_fraction, config.context, fit
+            question,
+            correct,
+            wrong,
+            config.max_wrong_in_context,
+            fmt,
+            rng,
+            config.keep_fraction,
+            config.context,
+            fit,
+            config.keep_correct,
         )
         for number, trajectory in enumerate(trajectories):
             rows.append({"id": f"{problem['id']}-r{number}", "level": problem.get("level"), **trajectory})
@@ -246,7 +272,7 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
 
 def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) -> dict:
     """Totals over shards plus the trajectory figures: count, j histogram, trajectories ending on a correct
-    attempt, mean edit distance of the last wrong attempt."""
+    attempt, trajectories that copy one (`keep_correct`), mean edit distance of the last wrong attempt."""
     distances = [r["edit_distance"] for r in rows if r["edit_distance"] is not None and not r.get("last_correct")]
     per_level = Counter(r["level"] for r in rows)
     return {
@@ -254,6 +280,7 @@ def summarize(shard_stats: list[dict], rows: list[dict], wall_seconds: float) ->
         "trajectories": len(rows),
         "num_wrong_histogram": {str(j): n for j, n in sorted(Counter(r["num_wrong"] for r in rows).items())},
         "last_correct": sum(bool(r.get("last_correct")) for r in rows),
+        "kept": sum(bool(r.get("kept")) for r in rows),
         "trimmed_attempts": sum(r.get("trimmed", 0) for r in rows),
         "trajectories_per_level": {str(level): n for level, n in sorted(per_level.items())},
         "mean_edit_distance": round(sum(distances) / len(distances), 2) if distances else None,
