@@ -127,3 +127,31 @@ def test_only_the_named_stages_run_and_an_unknown_one_is_named(tmp_path, monkeyp
 
 class Completed:
     returncode = 0
+
+
+def test_a_comment_edit_keeps_a_finished_stage_and_a_settings_edit_does_not(tmp_path, monkeypatch):
+    from ponder.training import pipeline
+
+    recipes, out = tmp_path / "recipes", tmp_path / "out"
+    recipes.mkdir()
+    recipe = recipes / "evaluate.yaml"
+    recipe.write_text(Path("recipes/toy-tiny/evaluate.yaml").read_text())
+    launched = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda command, env: launched.append(command) or Completed())
+    pipeline.run_pipeline(recipes, out)
+    assert len(launched) == 1
+
+    recipe.write_text("# a note added after the run\n" + recipe.read_text().replace("\n", "  \n"))
+    assert pipeline.run_pipeline(recipes, out)["evaluate"]["skipped"] and len(launched) == 1
+
+    # a marker written by an earlier ponder, which digested the recipe's text, is still honoured
+    marker = out / "evaluate" / pipeline.COMPLETE_MARKER
+    done = json.loads(marker.read_text())
+    text_digest = pipeline.launch_fingerprint(done["command"], out, [recipe], [""] * 7, settings_only=False)
+    assert text_digest != done["fingerprint"]
+    marker.write_text(json.dumps(done | {"fingerprint": text_digest}))
+    assert pipeline.run_pipeline(recipes, out)["evaluate"]["skipped"]
+
+    recipe.write_text(recipe.read_text().replace("max_budget: 8", "max_budget: 4"))  # a setting, not a comment
+    with pytest.raises(SystemExit, match="evaluate: completed by another run"):
+        pipeline.run_pipeline(recipes, out)

@@ -8,8 +8,9 @@ unless the environment sets it) and a training stage talks over gloo (``--ddp_ba
 recipe's own ``ddp_backend`` overrides). A stage counts as complete once it exits cleanly and
 `OUT/S/stage_complete.json` is written, so a rerun after a crash resumes at the first unfinished
 stage (and a stage that writes shards resumes inside itself). The marker records a fingerprint of
-the stage's command, recipe and accelerate config and of the stages before it: a complete stage whose
-fingerprint has changed since stops the rerun, naming it, instead of being skipped.
+the stage's command, the settings of its recipe and accelerate config (not their comments) and of the
+stages before it: a complete stage whose fingerprint has changed since stops the rerun, naming it,
+instead of being skipped.
 
 Recipes name their inputs by the folder's default outputs (``outputs/toy/policy``); when the
 pipeline writes elsewhere (``--output_dir``), every recipe value under ``outputs/<folder name>/``
@@ -150,12 +151,16 @@ def run_pipeline(
         command += redirected_inputs(recipe, default_root, output_root) + overrides.get(stage, [])
         recorded = redact_command(command)
         earlier = [_read(output_root / s / COMPLETE_MARKER) or {} for s in STAGE_ORDER[: STAGE_ORDER.index(stage)]]
-        fingerprint = launch_fingerprint(
-            recorded, output_root, [recipe] + ([config] if config else []), [m.get("fingerprint", "") for m in earlier]
+        inputs = (
+            recorded,
+            output_root,
+            [recipe] + ([config] if config else []),
+            [m.get("fingerprint", "") for m in earlier],
         )
+        fingerprint = launch_fingerprint(*inputs)
         if marker.exists():
             done = json.loads(marker.read_text())
-            if done.get("fingerprint") != fingerprint:
+            if done.get("fingerprint") not in (fingerprint, launch_fingerprint(*inputs, settings_only=False)):
                 raise SystemExit(
                     f"[{number}/{len(stages)}] {stage}: completed by another run ({marker}): its recipe, command, "
                     f"accelerate config or an earlier stage has changed since; run into a new --output_dir, or "
@@ -177,12 +182,23 @@ def run_pipeline(
     return record
 
 
-def launch_fingerprint(command: list[str], output_root: Path, files: list[Path], earlier: list[str]) -> str:
+def launch_fingerprint(
+    command: list[str], output_root: Path, files: list[Path], earlier: list[str], settings_only: bool = True
+) -> str:
     """A digest of what a stage's run depends on: its command (the output folder written as ``<OUT>``, so a
-    moved folder keeps it), the recipe and accelerate config it reads, and the fingerprints of the stages before
-    it, so that a stage run again upstream makes the stages after it stale."""
+    moved folder keeps it), the settings of the recipe and accelerate config it reads, and the fingerprints of
+    the stages before it, so that a stage run again upstream makes the stages after it stale.
+
+    The files count by the settings they hold, so editing a comment or the layout leaves a finished stage
+    reusable; `settings_only` False digests their text instead, as the markers of earlier ponder versions did.
+    """
     digest = hashlib.sha256()
-    parts = [*(arg.replace(str(output_root), "<OUT>") for arg in command), *(f.read_text() for f in files), *earlier]
+    read = (
+        (lambda f: json.dumps(load_yaml(f), sort_keys=True, default=str))
+        if settings_only
+        else (lambda f: f.read_text())
+    )
+    parts = [*(arg.replace(str(output_root), "<OUT>") for arg in command), *map(read, files), *earlier]
     for part in parts:
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
