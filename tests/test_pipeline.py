@@ -147,7 +147,9 @@ def test_a_comment_edit_keeps_a_finished_stage_and_a_settings_edit_does_not(tmp_
     # a marker written by an earlier ponder, which digested the recipe's text, is still honoured
     marker = out / "evaluate" / pipeline.COMPLETE_MARKER
     done = json.loads(marker.read_text())
-    text_digest = pipeline.launch_fingerprint(done["command"], out, [recipe], [""] * 7, settings_only=False)
+    text_digest = pipeline.launch_fingerprint(
+        done["command"], out, [recipe], [""] * pipeline.STAGE_ORDER.index("evaluate"), settings_only=False
+    )
     assert text_digest != done["fingerprint"]
     marker.write_text(json.dumps(done | {"fingerprint": text_digest}))
     assert pipeline.run_pipeline(recipes, out)["evaluate"]["skipped"]

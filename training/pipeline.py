@@ -193,15 +193,16 @@ def launch_fingerprint(
     reusable; `settings_only` False digests their text instead, as the markers of earlier ponder versions did.
     """
     digest = hashlib.sha256()
-    read = (
-        (lambda f: json.dumps(load_yaml(f), sort_keys=True, default=str))
-        if settings_only
-        else (lambda f: f.read_text())
-    )
+    read = _settings_text if settings_only else Path.read_text
     parts = [*(arg.replace(str(output_root), "<OUT>") for arg in command), *map(read, files), *earlier]
     for part in parts:
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def _settings_text(path: Path) -> str:
+    """The settings of a YAML file as canonical JSON: the same for any comments or layout."""
+    return json.dumps(load_yaml(path), sort_keys=True, default=str)
 
 
 def _read(path: Path) -> dict | None:

@@ -54,8 +54,8 @@ class RevisionsConfig(SampledDataConfig):
 
     `context`: which earlier attempts a trajectory shows (`CONTEXTS`, `build_trajectories`), at most
     `max_wrong_in_context` of them (all wrong with ``snell``); `keep_fraction`: with ``snell``, the
-    share of trajectories that end on a correct attempt; `keep_correct`: what such a trajectory's
-    completion is.
+    share of trajectories that end on a correct attempt; `keep_correct`: a trajectory whose context
+    shows a correct attempt completes with a copy of it.
     """
 
     problems_per_level: int = field(
@@ -250,10 +250,10 @@ def revisions_shard(generator, task, config: RevisionsConfig, index: int, proble
             config.max_wrong_in_context,
             fmt,
             rng,
-            config.keep_fraction,
-            config.context,
-            fit,
-            config.keep_correct,
+            keep_fraction=config.keep_fraction,
+            context=config.context,
+            fit=fit,
+            keep_correct=config.keep_correct,
         )
         for number, trajectory in enumerate(trajectories):
             rows.append({"id": f"{problem['id']}-r{number}", "level": problem.get("level"), **trajectory})
