@@ -22,13 +22,13 @@ within what the probe left (beam search with M=4 at 12 of 16 after a 4-sample pr
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.inference.difficulty import Binning, predicted_score, tie_key
 from ponder.inference.engine import EngineConfig
+from ponder.inference.metrics import paired_difference
 from ponder.inference.search.best_of_n import sample_solutions
 from ponder.inference.search.common import Searched
 from ponder.inference.search.selection import select_answer
@@ -96,10 +96,8 @@ def choose_strategy(
     pooled, _ = best_strategy(at_budget, pooled_ids)
     if best == pooled or len(ids) < 2:
         return pooled
-    gains = [at_budget[best][i][0] - at_budget[pooled][i][0] for i in ids]
-    gain = sum(gains) / len(gains)
-    variance = sum((g - gain) ** 2 for g in gains) / (len(gains) - 1)
-    return best if gain > math.sqrt(variance / len(gains)) else pooled
+    gain, error = paired_difference([at_budget[best][i][0] for i in ids], [at_budget[pooled][i][0] for i in ids])
+    return best if gain > error else pooled
 
 
 def cross_validate(

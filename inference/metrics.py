@@ -19,6 +19,22 @@ def majority_answer(answers: list[str | None]) -> str | None:
     return max(counts, key=counts.__getitem__) if counts else None
 
 
+def paired_difference(first: list[float], second: list[float]) -> tuple[float, float | None]:
+    """Mean of ``first[i] - second[i]`` and its standard error over the pairs (None below two pairs).
+
+    Two systems judged on the same problems differ less from problem to problem than two
+    independent samples would, so this error is the one their difference is measured against.
+    """
+    if len(first) != len(second) or not first:
+        raise ValueError(f"paired_difference needs equal, non-empty lists, got {len(first)} and {len(second)}")
+    gaps = [a - b for a, b in zip(first, second)]
+    mean = sum(gaps) / len(gaps)
+    if len(gaps) < 2:
+        return mean, None
+    variance = sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1)
+    return mean, math.sqrt(variance / len(gaps))
+
+
 def auc(scores: list[float], positive: list[bool]) -> float | None:
     """Area under the ROC curve: P(a positive scores above a negative), ties counted half.
 

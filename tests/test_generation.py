@@ -15,7 +15,7 @@ from ponder.inference.generation import (
     make_generator,
     vllm_completion,
 )
-from ponder.inference.metrics import majority_answer, pass_at_k
+from ponder.inference.metrics import majority_answer, paired_difference, pass_at_k
 from ponder.training.toy.model import build_model, build_tokenizer
 
 
@@ -107,6 +107,18 @@ def test_pass_at_k_and_majority():
     assert pass_at_k(4, 2, 2) == pytest.approx(1 - (2 / 4) * (1 / 3))
     assert majority_answer(["3", None, "4", "3"]) == "3"
     assert majority_answer([None, None]) is None
+
+
+def test_a_paired_difference_is_measured_against_the_spread_of_its_gaps():
+    # The same gap on every problem has no error; problems both systems solve or both fail cancel out.
+    assert paired_difference([1, 1, 0, 0], [0, 0, -1, -1]) == (1.0, 0.0)
+    first, second = [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]
+    gain, error = paired_difference(first, second)
+    # gaps 0 0 1 0 0 0: sample variance (5/36 + 25/36) / 5 = 1/6, so the error is sqrt(1/6 / 6) = 1/6
+    assert gain == pytest.approx(1 / 6) and error == pytest.approx(1 / 6)
+    assert paired_difference([1], [0]) == (1.0, None)
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_difference([1, 0], [1])
 
 
 def test_vllm_outputs_map_to_completions():

@@ -44,6 +44,7 @@ def test_pipeline_killed_in_a_stage_resumes_without_redoing_finished_stages(tmp_
     # inputs followed --output_dir: the label stage sampled from this run's policy
     assert json.loads((tmp_path / "label" / "stats.json").read_text())["config"]["policy"] == str(tmp_path / "policy")
     assert "policy pass@1: L1" in second and "labels: " in second and "revision pass@1 turn 1 -> last: L1" in second
+    assert "revision gain at the last turn over the stronger no-context control (paired standard error): L1" in second
     report = json.loads((tmp_path / "evaluate" / "report.json").read_text())
     assert f"report: {tmp_path / 'evaluate' / 'report.md'}" in second and "efficiency_ratio" in report
     swept = {

@@ -308,6 +308,10 @@ def test_revisions_and_revision_stages_end_to_end(small_policy, tmp_path):
     assert len(record["pass_at_1_per_turn"]["1"]) == 3 and len(record["correct_to_wrong_per_turn"]["1"]) == 2
     for control in ("revision_model_no_context", "policy_no_context"):
         assert len(record["evaluation"][control]["pass_at_1_per_turn"]["1"]) == 3
+        gains = record["evaluation"]["gains_over_controls"][control]["1"]
+        passes = [record["evaluation"][name]["pass_at_1_per_turn"]["1"] for name in ("revision_model", control)]
+        assert [g["gain"] for g in gains] == pytest.approx([a - b for a, b in zip(*passes)], abs=1e-3)
+        assert all(g["standard_error"] >= 0 for g in gains)
     assert (model / "adapter" / "adapter_config.json").exists() and (model / "model.safetensors").exists()
     judged = tmp_path / "judged"
     eval_args = ["--config", "recipes/toy/revision.yaml", "--model_name_or_path", str(model), "--eval_only", "true",
