@@ -5,6 +5,7 @@ Names (budget N counts generations, Snell et al.'s unit):
 - ``bon_naive``, ``bon_majority``, ``bon_weighted``: best-of-N; ``orm_bon_naive``/``orm_bon_weighted``
   score with the ORM instead of the PRM;
 - ``beam_m<M>``: beam search with N beams of width M; ``beam_sqrt``: width √N (N = 4, 16, 64, ...);
+  the suffix ``_distinct`` (``beam_m4_distinct``) keeps only different partial solutions each round;
 - ``lookahead_k<k>_m<M>``: beam search whose steps are scored after k greedy steps: N/(k+1) beams;
 - ``dvts_m<M>``: N/M diverse verifier subtrees;
 - ``revision_l<L>`` / ``revision_l<L>_majority``: N/L parallel chains of L revisions each, answer by
@@ -38,7 +39,7 @@ from ponder.inference.verifiers import OracleVerifier, load_verifier
 
 _PATTERNS = {
     "best_of_n": re.compile(r"^(?P<orm>orm_)?bon_(?P<selection>naive|majority|weighted)$"),
-    "beam": re.compile(r"^beam_(?:m(?P<width>[1-9][0-9]*)|sqrt)$"),
+    "beam": re.compile(r"^beam_(?:m(?P<width>[1-9][0-9]*)|sqrt)(?P<distinct>_distinct)?$"),
     "lookahead": re.compile(r"^lookahead_k(?P<k>[1-9][0-9]*)_m(?P<width>[1-9][0-9]*)$"),
     "dvts": re.compile(r"^dvts_m(?P<width>[1-9][0-9]*)$"),
     "revision": re.compile(r"^revision_l(?P<length>[1-9][0-9]*)(?P<majority>_majority)?$"),
@@ -56,6 +57,7 @@ class Strategy:
     width: int = 0
     k: int = 0
     length: int = 0
+    distinct: bool = False
 
     @classmethod
     def parse(cls, name: str) -> Strategy:
@@ -72,10 +74,12 @@ class Strategy:
             if kind == "revision":
                 selection = "majority" if fields.get("majority") else "hierarchical"
                 return cls(name, kind, selection=selection, length=int(fields["length"]))
-            return cls(name, kind, width=int(fields.get("width", 0)), k=int(fields.get("k", 0)))
+            return cls(
+                name, kind, width=int(fields.get("width", 0)), k=int(fields.get("k", 0)), distinct="distinct" in fields
+            )
         raise ValueError(
-            f"unknown strategy {name!r}: use bon_<naive|majority|weighted>, orm_bon_<naive|weighted>, beam_m<M>, "
-            "beam_sqrt, lookahead_k<k>_m<M>, dvts_m<M>, revision_l<L>[_majority]"
+            f"unknown strategy {name!r}: use bon_<naive|majority|weighted>, orm_bon_<naive|weighted>, "
+            "beam_m<M>[_distinct], beam_sqrt[_distinct], lookahead_k<k>_m<M>, dvts_m<M>, revision_l<L>[_majority]"
         )
 
     @property
@@ -95,7 +99,11 @@ class Strategy:
         width = self.width or math.isqrt(n)
         if rest or n < width or n % width or (not self.width and (width < 2 or width * width != n)):
             return None
-        return {"n": n, "width": width} | ({"k": self.k} if self.kind == "lookahead" else {})
+        return (
+            {"n": n, "width": width}
+            | ({"k": self.k} if self.kind == "lookahead" else {})
+            | ({"distinct": 1} if self.distinct else {})
+        )
 
     def budgets(self, budgets: list[int]) -> list[int]:
         """The budgets among `budgets` this strategy can spend exactly."""

@@ -56,6 +56,13 @@ def test_strategy_budgets_and_shared_runs():
     shared = [r for r in runs if dict(r.params) == {"n": 16, "width": 4}]
     assert len(shared) == 1 and {s.name for s in shared[0].strategies} == {"beam_m4", "beam_sqrt"}
     assert {dict(r.params)["width"] for r in runs if r.kind == "beam"} == {2, 4}  # beam_sqrt at 4 is width 2
+    distinct = Strategy.parse("beam_m4_distinct")
+    assert distinct.distinct and distinct.params(16) == {"n": 16, "width": 4, "distinct": 1}
+    assert Strategy.parse("beam_sqrt_distinct").budgets(budgets) == [4, 16, 64]
+    with pytest.raises(ValueError, match="unknown strategy"):
+        Strategy.parse("dvts_m4_distinct")
+    apart = plan_runs([Strategy.parse("beam_m4"), distinct], [16])
+    assert len(apart) == 2  # a distinct beam search is another search, never shared with the plain one
 
 
 def rows_for(strategy: str, correct: dict, budget: int = 4, tokens: int = 10) -> list[dict]:

@@ -4,7 +4,8 @@ import pytest
 
 from ponder.inference.generation import EngineConfig, make_generator
 from ponder.inference.search import SearchSetup, beam_search, best_of_n, dvts, lookahead_search, select_answer
-from ponder.inference.search.common import Searched
+from ponder.inference.search.common import Candidate, Searched
+from ponder.inference.search.tree import kept_beams
 from ponder.inference.tasks import get_task
 from ponder.inference.verifiers import OracleVerifier, Scored
 
@@ -16,10 +17,11 @@ class Recording:
     """Wraps a generator and records (prompts, n, temperature) of every call."""
 
     def __init__(self, inner):
-        self.inner, self.tokenizer, self.calls = inner, inner.tokenizer, []
+        self.inner, self.tokenizer, self.calls, self.prompts = inner, inner.tokenizer, [], []
 
     def generate(self, prompts, params):
         self.calls.append((len(prompts), params.n, params.temperature))
+        self.prompts.append(prompts)
         return self.inner.generate(prompts, params)
 
 
@@ -93,6 +95,32 @@ def test_beam_search_keeps_n_over_m_beams_per_round(generator):
         assert 8 <= row["verifier_calls"] <= 8 * len(calls) and row["generated_tokens"] > 0
     with pytest.raises(ValueError, match="multiple of M"):
         beam_search(ROWS, setup, n=6, width=4)
+
+
+def test_distinct_beams_count_a_repeated_partial_solution_once_and_share_its_places():
+    a1, a2, b, c = (Candidate(0, steps) for steps in (["1+1=2"], ["1+1=2"], ["1+2=3"], ["2+2=4"]))
+    ranked = [a1, a2, b, c]  # best first
+    assert kept_beams(ranked, 3, distinct=False) == [a1, a2, b]
+    assert kept_beams(ranked, 3, distinct=True) == [a1, b, c]
+    assert kept_beams([a1, a2], 4, distinct=True) == [a1, a1, a1, a1]  # one path: it takes every place
+    assert kept_beams([a1, a2, b], 4, distinct=True) == [a1, b, a1, b]
+    assert kept_beams([], 2, distinct=True) == []
+
+
+def test_a_distinct_beam_search_spends_the_same_generations_on_different_beams(generator):
+    plain, distinct = setup_for(generator), setup_for(generator)
+    rows = beam_search(ROWS, distinct, n=8, width=2, distinct=True)
+    beam_search(ROWS, plain, n=8, width=2)
+    assert distinct.generator.calls[0] == plain.generator.calls[0] == (len(ROWS), 8, 0.8)
+    assert all(n == 2 for _, n, _ in distinct.generator.calls[1:])
+    assert distinct.generator.calls[1][0] == plain.generator.calls[1][0] == len(ROWS) * 4  # N/M places each
+    # Both rank the same first steps (same seed): the plain search keeps repeats, the distinct one other paths.
+    kept_plain, kept_distinct = plain.generator.prompts[1], distinct.generator.prompts[1]
+    for problem in range(len(ROWS)):
+        mine, theirs = kept_distinct[4 * problem : 4 * problem + 4], kept_plain[4 * problem : 4 * problem + 4]
+        assert set(theirs) <= set(mine) and mine == (list(dict.fromkeys(mine)) * 4)[:4]
+    assert len(set(kept_distinct)) > len(set(kept_plain))
+    assert all(r["budget"] == 8 and r["finished"] <= 8 for r in rows)
 
 
 def test_oracle_guided_beam_search_beats_sampling(generator):

@@ -3,8 +3,10 @@
 Candidates grow one step per round. Every round expands the live beams of every group of every
 problem in one batched generator call and scores all children in one batched verifier call. A group
 (a whole problem for beam search, one subtree for DVTS) then sets its finished children aside and
-keeps its `keep` best unfinished ones. A group stops when it holds `target` finished candidates, has
-no beam left, or the round limit is reached; unfinished beams never become final candidates.
+keeps its `keep` best unfinished ones; a `distinct` group keeps its best *different* ones and shares
+the freed places among them, so that a policy that repeats a step spends the budget on other paths.
+A group stops when it holds `target` finished candidates, has no beam left, or the round limit is
+reached; unfinished beams never become final candidates.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Group:
     target: int
     beams: list[Candidate]
     finals: list[Candidate] = field(default_factory=list)
+    distinct: bool = False
 
     @property
     def done(self) -> bool:
@@ -63,7 +66,18 @@ def tree_search(
             start += len(group.beams)
             ranked = sorted(kids, key=lambda c: -c.score)
             group.finals += [c for c in ranked if c.finished][: group.target - len(group.finals)]
-            group.beams = [c for c in ranked if not c.finished][: group.keep]
+            group.beams = kept_beams([c for c in ranked if not c.finished], group.keep, group.distinct)
+
+
+def kept_beams(ranked: list[Candidate], keep: int, distinct: bool) -> list[Candidate]:
+    """The `keep` best of the `ranked` unfinished children. With `distinct`, identical partial solutions
+    count once: the best different ones are kept, repeated in rank order to fill `keep` places, so the
+    next round still expands `keep` beams and spends the same budget."""
+    if not distinct:
+        return ranked[:keep]
+    seen: set[tuple[str, ...]] = set()
+    unique = [c for c in ranked if not (tuple(c.steps) in seen or seen.add(tuple(c.steps)))][:keep]
+    return [unique[i % len(unique)] for i in range(keep)] if unique else []
 
 
 def root(problem: int) -> Candidate:
