@@ -249,14 +249,14 @@ def summary(output_root: Path) -> str:
                 "revision pass@1 turn 1 -> last: "
                 + ", ".join(f"L{level} {values[0]:.2f}->{values[-1]:.2f}" for level, values in turns.items())
             )
-        if gains := revision.get("evaluation", {}).get("gains_over_controls"):
-            lines.append(
-                "revision gain at the last turn over the stronger no-context control (paired standard error): "
-                + ", ".join(
-                    f"L{level} {gain['gain']:+.3f} ({_number(gain['standard_error'])})"
-                    for level, gain in _last_turn_gains(gains).items()
+            if gains := revision["evaluation"].get("gains_over_controls"):
+                lines.append(
+                    "revision gain at the last turn over the stronger no-context control (paired standard error): "
+                    + ", ".join(
+                        f"L{level} {gain['gain']:+.3f} ({_number(gain['standard_error'])})"
+                        for level, gain in _last_turn_gains(gains).items()
+                    )
                 )
-            )
         elif revision["training"].get("untrained"):
             lines.append("revision: no trajectories; the base model, untrained, is the revision model")
     report = output_root / "evaluate" / "report.md"
