@@ -97,10 +97,15 @@ def run_stage(module: str, args: list[str]) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def kill_then_resume(module: str, args: list[str], point: str, count: int) -> None:
-    """Run the stage until the `count`-th `point`, where it is killed; then run it again to the end."""
+def kill_at(module: str, args: list[str], point: str, count: int) -> None:
+    """Run the stage until the `count`-th `point`, where it is killed."""
     killed = subprocess.run([sys.executable, "-c", KILLED_AT, module, point, str(count), *args], capture_output=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-3000:]
+
+
+def kill_then_resume(module: str, args: list[str], point: str, count: int) -> None:
+    """Run the stage until the `count`-th `point`, where it is killed; then run it again to the end."""
+    kill_at(module, args, point, count)
     run_stage(module, args)
 
 
@@ -251,6 +256,19 @@ def test_a_killed_training_stage_resumes_to_the_same_weights(stage, point, small
     resumed_from = str(resumed / f"checkpoint-{saved_whole * interval}") if saved_whole else None
     assert record["training"]["resumed_from"] == resumed_from
     assert without_run_scoped(record) == without_run_scoped(expected)
+
+
+def test_a_resumed_policy_keeps_the_seconds_trained_before_for_its_time_cap(tmp_path):
+    args = [*POLICY_ARGS, "--output_dir", str(tmp_path)]
+    kill_at("policy", args, "checkpoint-saved", 2)
+    state = json.loads((tmp_path / "checkpoint-20" / "trainer_state.json").read_text())  # the recipe keeps one
+    before = state["stateful_callbacks"]["StopRule"]["attributes"]["seconds_before_resumption"]
+    assert before > 0
+    run_stage("policy", args)
+    training = json.loads((tmp_path / "eval.json").read_text())["training"]
+    assert training["resumed_from"] == str(tmp_path / "checkpoint-20")
+    assert training["train_seconds_before_resumption"] == round(before, 1)
+    assert training["train_seconds_with_earlier_runs"] > training["train_seconds"] + before - 1
 
 
 MODEL_ARGS = ["--config", "recipes/smollm2-gsm8k/model.yaml"]

@@ -30,6 +30,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_callback import ExportableState
 
 from ponder.inference.engine import default_device
 from ponder.inference.tasks import TASK_NAMES, get_task
@@ -105,7 +106,8 @@ class PolicyConfig:
         default=0.0, metadata={"help": "stop once a logged training loss falls below this (0: no loss target)"}
     )
     max_train_minutes: float = field(
-        default=0.0, metadata={"help": "stop training after this many minutes (0: no time cap)"}
+        default=0.0,
+        metadata={"help": "stop training after this many minutes, those before a resumption included (0: no time cap)"},
     )
     length_grouping: int = field(
         default=8,
@@ -229,14 +231,28 @@ class PadCollator:
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
 
 
-class StopRule(TrainerCallback):
-    """Stops training once the logged loss falls below `loss_target` or `max_minutes` have passed."""
+class StopRule(TrainerCallback, ExportableState):
+    """Stops training once the logged loss falls below `loss_target` or `max_minutes` of training have passed.
+
+    The seconds trained before a resumption count: the Trainer keeps them in each checkpoint's state and
+    hands them back to a resumed run (`restore_callback_states_from_checkpoint`).
+    """
 
     def __init__(self, loss_target: float, max_minutes: float):
         self.loss_target = loss_target
         self.max_minutes = max_minutes
+        self.seconds_before_resumption = 0.0
         self.start = time.monotonic()
         self.reason = "max_steps"
+
+    def seconds_trained(self) -> float:
+        return self.seconds_before_resumption + time.monotonic() - self.start
+
+    def state(self) -> dict:
+        return {
+            "args": {"loss_target": self.loss_target, "max_minutes": self.max_minutes},
+            "attributes": {"seconds_before_resumption": self.seconds_trained()},
+        }
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
@@ -245,7 +261,7 @@ class StopRule(TrainerCallback):
             control.should_training_stop = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.max_minutes > 0 and time.monotonic() - self.start > 60 * self.max_minutes:
+        if self.max_minutes > 0 and self.seconds_trained() > 60 * self.max_minutes:
             self.reason = f"time cap of {self.max_minutes} minutes"
             control.should_training_stop = True
 
@@ -283,7 +299,7 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
         earlier_turns=tuple(config.earlier_turns),
         task=task.name,
     )
-    stop_rule = StopRule(config.loss_target, config.max_train_minutes)
+    args.restore_callback_states_from_checkpoint = True  # a resumed run's time cap counts the minutes before
     metadata = {
         "kind": "policy",
         "task": config.task,
@@ -297,14 +313,17 @@ def train_policy(config: PolicyConfig, args: TrainingArguments) -> dict:
         train_dataset=stream,
         data_collator=PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[stop_rule, hub_push],
+        callbacks=[StopRule(config.loss_target, config.max_train_minutes), hub_push],
     )
     result = train(trainer, training_fingerprint(config, args, (), ()))
+    stop_rule = trainer.pop_callback(StopRule)  # a resumed run's is the one restored from the checkpoint
     loss_curve = [[entry["step"], round(entry["loss"], 4)] for entry in trainer.state.log_history if "loss" in entry]
     tokens = trainer.state.num_input_tokens_seen
     rate = tokens and not result.metrics["resumed_from"]  # tokens count from the start, seconds from the resumption
     training = {
         "stopped_by": stop_rule.reason,
+        "train_seconds_with_earlier_runs": round(stop_rule.seconds_trained(), 1),
+        "train_seconds_before_resumption": round(stop_rule.seconds_before_resumption, 1),
         "final_logged_loss": loss_curve[-1][1] if loss_curve else None,
         "tokens_seen_with_padding": tokens,
         "tokens_per_second_with_padding": round(tokens / result.metrics["train_runtime"]) if rate else None,

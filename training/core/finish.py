@@ -47,7 +47,8 @@ def last_checkpoint(args) -> str | None:
 
 
 def train(trainer, fingerprint: dict):
-    """`trainer.train()`, resumed from `last_checkpoint`; its metrics also name that checkpoint (``resumed_from``).
+    """`trainer.train()`, resumed from `last_checkpoint`; its metrics also name that checkpoint (``resumed_from``)
+    and its step (``mean_train_loss_from_step``).
 
     A checkpoint found in the output folder is resumed only when the folder's ``fingerprint.json`` is this
     run's `fingerprint` (`training_fingerprint`): other settings, data or base model are refused, naming
@@ -62,10 +63,14 @@ def train(trainer, fingerprint: dict):
             raise fingerprint_mismatch(output_dir, recorded, fingerprint, TRAIN_FRESH)
     if trainer.is_world_process_zero():
         write_json_atomic(output_dir / FINGERPRINT_FILE, fingerprint)
+    resumed_step = 0
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
+        # read now: with save_total_limit the Trainer deletes this checkpoint once it saves a newer one
+        resumed_step = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME)).global_step
     result = trainer.train(resume_from_checkpoint=checkpoint)
     result.metrics["resumed_from"] = checkpoint
+    result.metrics["mean_train_loss_from_step"] = resumed_step
     return result
 
 
@@ -86,15 +91,11 @@ def training_record(trainer, result) -> dict:
     ``mean_train_loss_from_step`` only.
     """
     metrics = dict(result.metrics)
-    resumed_from = metrics.get("resumed_from")
-    first_step = 0
-    if resumed_from:
-        first_step = TrainerState.load_from_json(str(Path(resumed_from) / TRAINER_STATE_NAME)).global_step
     return {
         "steps": result.global_step,
         "train_seconds": round(metrics.pop("train_runtime"), 1),
         "mean_train_loss": metrics.pop("train_loss"),
-        "mean_train_loss_from_step": first_step,
+        "mean_train_loss_from_step": metrics.pop("mean_train_loss_from_step"),
         **metrics,
         "distributed": distributed_setup(trainer.accelerator),
     }
