@@ -204,7 +204,7 @@ def test_a_training_stage_resumes_only_checkpoints_of_its_own_settings(tmp_path)
     from ponder.training.policy import main as train_policy
 
     args = [*SMALL_POLICY, "--output_dir", str(tmp_path), "--max_steps", "4", "--save_strategy", "steps"]
-    args += ["--save_steps", "2", "--eval_problems_per_level", "2", "--eval_samples", "1"]
+    args += ["--save_steps", "2", "--save_total_limit", "None", "--eval_problems_per_level", "2", "--eval_samples", "1"]
     first = train_policy(args)
     assert first["training"]["resumed_from"] is None and (tmp_path / "checkpoint-4").is_dir()
     with pytest.raises(ConfigError, match=r"(?s)other settings.*learning_rate: 0\.002 → 0\.001"):

@@ -123,14 +123,6 @@ def test_a_distinct_beam_search_spends_the_same_generations_on_different_beams(g
     assert all(r["budget"] == 8 and r["finished"] <= 8 for r in rows)
 
 
-def test_oracle_guided_beam_search_beats_sampling(generator):
-    setup = setup_for(generator)
-    beam = beam_search(ROWS, setup, n=8, width=2)
-    sampled = best_of_n(ROWS, setup, n=1, selections=["majority"])
-    assert sum(r["correct"] for r in beam) >= sum(r["correct"] for r in sampled)
-    assert sum(r["correct"] for r in beam) >= 1  # the small policy solves few; the oracle keeps the right steps
-
-
 def test_lookahead_charges_n_times_k_plus_one(generator):
     setup = setup_for(generator)
     rows = lookahead_search(ROWS, setup, n=4, width=2, k=2)
