@@ -1,4 +1,4 @@
-"""Label stage: rollout values, both modes, oracle agreement, sharding, 2 processes, resume after a kill."""
+"""Label stage: rollout values, the three modes, oracle agreement, sharding, 2 processes, resume after a kill."""
 
 import json
 import math
@@ -75,6 +75,19 @@ def test_per_step_values_and_binary_search_budget(labeller):
         assert (s.correct and s.values == [1.0] * len(s.steps) and sum(s.rollouts) == 0) or not s.correct
         assert s.values[-1] == float(s.correct) and len(per_step_hard[(s.problem["id"], s.index)]) == len(s.values)
         assert sum(s.rollouts) <= 4 * (math.ceil(math.log2(len(s.steps))) + 1)  # opening probe + bisection: O(k log M)
+
+
+def test_outcome_labels_every_step_with_its_samples_outcome_without_rollouts(labeller):
+    samples = [s for group in labeller.sample(PROBLEMS, n=4, seed=1) for s in group]
+    start = labeller.counter.rollouts, labeller.counter.generated_tokens
+    labeller.outcome(samples)
+    assert (labeller.counter.rollouts, labeller.counter.generated_tokens) == start
+    assert {s.correct for s in samples} == {True, False}
+    for s in samples:  # the rest of the sample is the one rollout of each prefix
+        assert s.values == [float(s.correct)] * len(s.steps)
+        assert s.rollouts == [1] * (len(s.steps) - 1) + [0]
+    rows = [stepwise_row(s, "keep") for s in samples]
+    assert all(row["labels"] == [float(row["answer_correct"])] * len(row["completions"]) for row in rows)
 
 
 def test_rollouts_sample_at_their_own_temperature(labeller):

@@ -51,8 +51,9 @@ class LabelConfig(SampledDataConfig):
     mode: str = field(
         default="per_step",
         metadata={
-            "help": "per_step (roll out from every step prefix) or binary_search (bisect wrong samples for their first "
-            "zero-value step; hard labels, fewer rollouts)"
+            "help": "per_step (roll out from every step prefix), outcome (no rollouts: every step takes its sample's "
+            "outcome, a one-rollout estimate) or binary_search (bisect wrong samples for their first zero-value step; "
+            "hard labels, fewer rollouts)"
         },
     )
     after_first_zero: str = field(
@@ -93,6 +94,8 @@ def label_shard(labeller: RolloutLabeller, config: LabelConfig, index: int, prob
     samples = [s for group in per_problem for s in group]
     if config.mode == "per_step":
         labeller.per_step(samples, seed + 1)
+    elif config.mode == "outcome":
+        labeller.outcome(samples)
     else:
         labeller.binary_search(samples, seed + 1)
     rows = [r for r in (stepwise_row(s, config.after_first_zero) for s in samples) if r is not None]
@@ -113,7 +116,7 @@ def summarize(config: LabelConfig, shard_stats: list[dict], rows: list[dict], ta
     steps = sum(len(r["hard"]) for r in rows)
     stats = {
         "mode": config.mode,
-        "rollouts_per_prefix": config.rollouts,
+        "rollouts_per_prefix": 1 if config.mode == "outcome" else config.rollouts,  # outcome: the sample's own rest
         "rollout_temperature": config.rollout_temperature,
         "samples_per_problem": config.samples_per_problem,
         **shard_totals(shard_stats, wall_seconds),

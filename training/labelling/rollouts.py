@@ -5,6 +5,9 @@ gold answer; its hard label is "any rollout succeeded" (threshold 0, as in Qwen'
 The last step of a sample needs no rollouts: its value is whether the sample itself is right.
 
 - ``per_step`` rolls out from every prefix (k · (steps − 1) rollouts per sample).
+- ``outcome`` rolls out nothing: every step takes the sample's own outcome, since the rest of the sample
+  is one rollout from each of its prefixes (one-rollout estimates, as outcome-supervised value models
+  train on: Yu et al. 2024). For the rollouts another mode spends, it labels many more samples.
 - ``binary_search`` locates the first step whose value is 0 on wrong samples by bisection
   (O(k log M) rollouts; OmegaPRM), and labels right samples positive without rollouts, as well as
   the steps a wrong sample shares with a right sample of its problem. Its labels are
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ponder.inference.generation import SamplingParams, chat_prompt
 
-MODES = ("per_step", "binary_search")
+MODES = ("per_step", "outcome", "binary_search")
 
 
 @dataclass
@@ -152,6 +155,12 @@ class RolloutLabeller:
 
     def per_step(self, samples: list[Sample], seed: int) -> None:
         self.estimate([(s, i) for s in samples for i in range(len(s.steps) - 1)], seed)
+
+    def outcome(self, samples: list[Sample]) -> None:
+        """Every step's value is its sample's outcome; one rollout is counted per step before the last."""
+        for s in samples:
+            s.values = [float(s.correct)] * len(s.steps)
+            s.rollouts = [1] * (len(s.steps) - 1) + [0] * bool(s.steps)
 
     def binary_search(self, samples: list[Sample], seed: int) -> None:
         """Bisect each wrong sample for its first zero-valued step; right samples are positive throughout.
