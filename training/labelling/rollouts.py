@@ -160,7 +160,7 @@ class RolloutLabeller:
         """Every step's value is its sample's outcome; one rollout is counted per step before the last."""
         for s in samples:
             s.values = [float(s.correct)] * len(s.steps)
-            s.rollouts = [1] * (len(s.steps) - 1) + [0] * bool(s.steps)
+            s.rollouts[:-1] = [1] * (len(s.steps) - 1)
 
     def binary_search(self, samples: list[Sample], seed: int) -> None:
         """Bisect each wrong sample for its first zero-valued step; right samples are positive throughout.
